@@ -1,0 +1,487 @@
+//! A fake Microsoft Graph (and Microsoft Entra ID) that behaves on the wire like the real one,
+//! for the exporter's `--demo` mode and for the integration tests.
+//!
+//! [`FakeGraph::start`] runs three HTTPS servers on loopback, each a different origin, because
+//! the real service spreads one report fetch over three hosts:
+//!
+//! 1. the **login host** ([`FakeGraph::authority_host`], like `login.microsoftonline.com`):
+//!    `POST /{tenant}/oauth2/v2.0/token` with client credentials, answering with Entra ID's real
+//!    error codes (AADSTS90002, 700016, 7000215, 7000222, 70011, 70003, ...) and body shape;
+//! 2. the **Graph host** ([`FakeGraph::graph_endpoint`], like `graph.microsoft.com`):
+//!    `GET /v1.0/reports/getOffice365ActivationsUserCounts` (also with `()` and under `/beta/`),
+//!    checking the bearer token and permissions, throttling like Graph (14 requests per 10
+//!    minutes per app and tenant) and answering `302 Found` to a pre-authenticated link on...
+//! 3. the **download host** ([`FakeGraph::download_origin`], like `reports.office.com`, named
+//!    `localhost` so that it is a different host name, not just a different port), which serves
+//!    the CSV (UTF-8 BOM, CRLF) to whoever holds a fresh link, and records any `Authorization`
+//!    header that reaches it: the bearer token must never be sent there.
+//!
+//! The servers present a certificate signed by a CA generated at start ([`FakeGraph::ca_pem`]),
+//! so only a client that trusts that CA accepts them. All timing (token and link expiry, throttle
+//! windows, delays) uses tokio's clock, so tests running on paused time control it.
+//!
+//! Tests script unusual answers per tenant with [`Canned`] (first in, first out, overriding the
+//! normal behaviour) and the other knobs of [`FakeGraph`], and inspect what the exporter did with
+//! [`FakeGraph::stats`]. [`FakeGraphOptions::demo`] gives the `--demo` setup: two tenants
+//! ([`DEMO_TENANTS`]) whose numbers drift slowly with wall-clock time ([`demo_products`]).
+
+mod demo;
+mod scenario;
+mod server;
+mod tls;
+mod util;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::NaiveDate;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+pub use demo::{demo_products, DEMO_PRODUCT_TYPES, DEMO_SEEDS, DEMO_TENANTS};
+pub use scenario::Canned;
+
+use scenario::{Endpoint, State, TenantState};
+use server::{Config, Host, Shared};
+
+/// How a [`FakeGraph`] is set up: its tenants and the service limits it enforces.
+#[derive(Clone, Debug)]
+pub struct FakeGraphOptions {
+    /// The tenants the fake knows; any other tenant id is answered as Entra ID answers an
+    /// unknown tenant (AADSTS90002).
+    pub tenants: Vec<FakeTenant>,
+    /// How many report requests Graph accepts per `throttle_window` per (tenant, client id)
+    /// before answering 429 (the real CSV limit is 14 per 10 minutes). The beta JSON form has its
+    /// own budget of `throttle_limit * 100 / 14` (rounded up), as the real JSON limit is 100.
+    pub throttle_limit: u32,
+    /// The sliding window `throttle_limit` applies to (real: 10 minutes).
+    pub throttle_window: Duration,
+    /// How long a download link stays valid (real: "a few minutes"; default 5 minutes).
+    pub link_ttl: Duration,
+    /// Lifetime of issued access tokens, also reported as `expires_in` (real: 3599 s).
+    pub token_lifetime: Duration,
+}
+
+impl Default for FakeGraphOptions {
+    /// No tenants, and the real service's limits.
+    fn default() -> Self {
+        FakeGraphOptions {
+            tenants: Vec::new(),
+            throttle_limit: 14,
+            throttle_window: Duration::from_secs(600),
+            link_ttl: Duration::from_secs(300),
+            token_lifetime: Duration::from_secs(3599),
+        }
+    }
+}
+
+impl FakeGraphOptions {
+    /// The `--demo` setup: the tenants of [`DEMO_TENANTS`] with [`ReportData::Demo`] data seeded
+    /// by [`DEMO_SEEDS`], and the real service's limits (including the throttle of 14).
+    pub fn demo() -> Self {
+        let tenants = DEMO_TENANTS
+            .iter()
+            .zip(DEMO_SEEDS)
+            .map(|(&(_name, tenant_id, client_id, secret), &seed)| {
+                FakeTenant::new(tenant_id, client_id, secret, ReportData::Demo { seed })
+            })
+            .collect();
+        FakeGraphOptions {
+            tenants,
+            ..FakeGraphOptions::default()
+        }
+    }
+}
+
+/// One Microsoft 365 tenant with one registered application (client credentials).
+#[derive(Clone, Debug)]
+pub struct FakeTenant {
+    /// The directory (tenant) id, as it appears in the token URL path.
+    pub tenant_id: String,
+    /// The application (client) id registered in this tenant.
+    pub client_id: String,
+    /// The application's client secret.
+    pub client_secret: String,
+    /// Whether the application has been granted Reports.Read.All; `false` makes Graph answer
+    /// 401 `S2SUnauthorized` "Invalid scope claims/roles." (a token is still issued, as for real).
+    pub reports_permission: bool,
+    /// What the report contains.
+    pub data: ReportData,
+}
+
+impl FakeTenant {
+    /// A tenant whose application has the reports permission.
+    pub fn new(
+        tenant_id: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: impl Into<String>,
+        data: ReportData,
+    ) -> Self {
+        FakeTenant {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+            client_secret: client_secret.into(),
+            reports_permission: true,
+            data,
+        }
+    }
+}
+
+/// Where a tenant's report numbers come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportData {
+    /// Exactly these numbers, until changed with [`FakeGraph::set_products`].
+    Fixed {
+        /// The report's "Report Refresh Date" (the same on every row).
+        refresh_date: NaiveDate,
+        /// One row per product type; an empty list gives a header-only CSV, as for a tenant
+        /// without such licences.
+        products: Vec<FakeProduct>,
+    },
+    /// Numbers computed by [`demo_products`] from the seed and the wall-clock time at download.
+    Demo {
+        /// Picks the product set, the tenant's size and the phases of its drift.
+        seed: u64,
+    },
+}
+
+/// One row of the report: a product type and its licence counts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FakeProduct {
+    /// The product type. The CSV writes it in upper case (as the real one does); the beta JSON
+    /// uses Graph's mixed-case spelling for known products.
+    pub product_type: String,
+    /// Users with the licence assigned.
+    pub assigned: u64,
+    /// Users who activated it on at least one device.
+    pub activated: u64,
+    /// Users with shared computer activation.
+    pub shared_computer_activation: u64,
+}
+
+impl FakeProduct {
+    /// A row with the given counts.
+    pub fn new(
+        product_type: impl Into<String>,
+        assigned: u64,
+        activated: u64,
+        shared_computer_activation: u64,
+    ) -> Self {
+        FakeProduct {
+            product_type: product_type.into(),
+            assigned,
+            activated,
+            shared_computer_activation,
+        }
+    }
+}
+
+/// What the fake saw for one tenant, as returned by [`FakeGraph::stats`] (a snapshot).
+///
+/// Requests are attributed to a tenant by the URL path on the login host, by the bearer token on
+/// the Graph host and by the link (or, failing that, the bearer token) on the download host;
+/// requests that cannot be attributed are not counted anywhere.
+#[derive(Clone, Debug, Default)]
+pub struct FakeStats {
+    /// Requests to the token endpoint of this tenant (answered in any way).
+    pub token_requests: u64,
+    /// Requests to the report endpoint with a token of this tenant (answered in any way).
+    pub report_requests: u64,
+    /// Requests to the download host for a link of this tenant (answered in any way).
+    pub download_requests: u64,
+    /// Report requests answered 429 by the built-in throttle (not counting canned 429s).
+    pub throttled_requests: u64,
+    /// Every `Authorization` header value that reached the download host; the exporter must never
+    /// send one there, so tests assert this stays empty.
+    pub download_authorization_headers: Vec<String>,
+    /// The `client-request-id` header of each report request, in order (`None` when absent).
+    pub report_client_request_ids: Vec<Option<String>>,
+    /// Path and query of each report request, in order, e.g.
+    /// `/v1.0/reports/getOffice365ActivationsUserCounts()`.
+    pub report_paths: Vec<String>,
+    /// The `User-Agent` of each report request, in order (empty when absent).
+    pub user_agents: Vec<String>,
+}
+
+/// A running fake: three HTTPS listeners and their shared state. Dropping it stops the
+/// listeners (their tasks are aborted); [`FakeGraph::shutdown`] does the same and waits.
+pub struct FakeGraph {
+    /// State and configuration shared with the server tasks.
+    shared: Arc<Shared>,
+    /// PEM of the CA that signed the servers' certificate.
+    ca_pem: String,
+    /// Accept loops of the listeners; aborting one also aborts its connections.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for FakeGraph {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeGraph")
+            .field("authority_host", &self.shared.config.authority_host)
+            .field("graph_endpoint", &self.shared.config.graph_endpoint)
+            .field("download_origin", &self.shared.config.download_origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FakeGraph {
+    /// Generates the CA and certificate, binds the three listeners on loopback (port 0) and
+    /// starts serving. Must be called within a tokio runtime. Fails on duplicate tenant ids.
+    pub async fn start(opts: FakeGraphOptions) -> io::Result<FakeGraph> {
+        let mut tenants = HashMap::new();
+        for t in opts.tenants {
+            let id = t.tenant_id.clone();
+            if tenants.insert(id.clone(), TenantState::new(t)).is_some() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("fake graph: tenant id {id:?} configured twice"),
+                ));
+            }
+        }
+
+        let tls = tls::generate()?;
+        let login = tls::bind_v4().await?;
+        let graph = tls::bind_v4().await?;
+        let (download_v4, download_v6) = tls::bind_dual().await?;
+
+        let config = Config {
+            authority_host: format!("https://127.0.0.1:{}", login.local_addr()?.port()),
+            graph_endpoint: format!("https://127.0.0.1:{}", graph.local_addr()?.port()),
+            download_origin: format!("https://localhost:{}", download_v4.local_addr()?.port()),
+            throttle_limit: opts.throttle_limit,
+            json_throttle_limit: json_limit(opts.throttle_limit),
+            throttle_window: opts.throttle_window,
+            link_ttl: opts.link_ttl,
+            token_lifetime: opts.token_lifetime,
+        };
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(State {
+                tenants,
+                ..State::default()
+            }),
+        });
+
+        let acceptor = TlsAcceptor::from(tls.server_config);
+        let mut tasks = vec![
+            tokio::spawn(server::serve(
+                login,
+                acceptor.clone(),
+                shared.clone(),
+                Host::Login,
+            )),
+            tokio::spawn(server::serve(
+                graph,
+                acceptor.clone(),
+                shared.clone(),
+                Host::Graph,
+            )),
+            tokio::spawn(server::serve(
+                download_v4,
+                acceptor.clone(),
+                shared.clone(),
+                Host::Download,
+            )),
+        ];
+        if let Some(v6) = download_v6 {
+            tasks.push(tokio::spawn(server::serve(
+                v6,
+                acceptor,
+                shared.clone(),
+                Host::Download,
+            )));
+        }
+        tracing::debug!(
+            authority_host = %shared.config.authority_host,
+            graph_endpoint = %shared.config.graph_endpoint,
+            download_origin = %shared.config.download_origin,
+            "fake graph started"
+        );
+        Ok(FakeGraph {
+            shared,
+            ca_pem: tls.ca_pem,
+            tasks,
+        })
+    }
+
+    /// The Entra ID host to get tokens from, `https://127.0.0.1:<port>` (no trailing slash).
+    pub fn authority_host(&self) -> String {
+        self.shared.config.authority_host.clone()
+    }
+
+    /// The Graph host, `https://127.0.0.1:<port>` (no trailing slash, no version). Token
+    /// requests may ask for `<graph_endpoint>/.default` or `https://graph.microsoft.com/.default`.
+    pub fn graph_endpoint(&self) -> String {
+        self.shared.config.graph_endpoint.clone()
+    }
+
+    /// The download host that report links point to, `https://localhost:<port>`: a different
+    /// host name from the other two, so a client that forwards the bearer token across hosts is
+    /// caught.
+    pub fn download_origin(&self) -> String {
+        self.shared.config.download_origin.clone()
+    }
+
+    /// PEM of the CA that signed the servers' certificate (SANs `127.0.0.1`, `::1`, `localhost`);
+    /// a client must add it as a trusted root to talk to the fake.
+    pub fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// Locks the shared state (a poisoned lock is still usable: the state stays consistent).
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// Runs `f` on the state of `tenant_id`, panicking with the known ids if there is no such
+    /// tenant (the knobs are test helpers; a typo should fail loudly).
+    fn with_tenant<R>(
+        &self,
+        what: &str,
+        tenant_id: &str,
+        f: impl FnOnce(&mut TenantState) -> R,
+    ) -> R {
+        self.with_state(what, tenant_id, |state| {
+            state.tenants.get_mut(tenant_id).map(f)
+        })
+    }
+
+    /// Runs `f` on the whole state; `f` returns `None` when `tenant_id` is unknown, which panics
+    /// (after the lock is released) with the known tenant ids.
+    fn with_state<R>(
+        &self,
+        what: &str,
+        tenant_id: &str,
+        f: impl FnOnce(&mut State) -> Option<R>,
+    ) -> R {
+        let mut state = self.lock();
+        if let Some(r) = f(&mut state) {
+            return r;
+        }
+        let mut known: Vec<String> = state.tenants.keys().cloned().collect();
+        drop(state);
+        known.sort();
+        panic!("FakeGraph::{what}: unknown tenant id {tenant_id:?} (known: {known:?})");
+    }
+
+    /// Queues `c` as the answer to a coming token request for `tenant_id` (FIFO).
+    pub fn push_token_response(&self, tenant_id: &str, c: Canned) {
+        self.push(Endpoint::Token, "push_token_response", tenant_id, c);
+    }
+
+    /// Queues `c` as the answer to a coming report request presenting a token of `tenant_id`
+    /// (FIFO). It is served whatever the token's state (expired, revoked) and bypasses the
+    /// throttle.
+    pub fn push_report_response(&self, tenant_id: &str, c: Canned) {
+        self.push(Endpoint::Report, "push_report_response", tenant_id, c);
+    }
+
+    /// Queues `c` as the answer to a coming download of a link of `tenant_id` (FIFO), whatever
+    /// the link's state (expired, bad signature).
+    pub fn push_download_response(&self, tenant_id: &str, c: Canned) {
+        self.push(Endpoint::Download, "push_download_response", tenant_id, c);
+    }
+
+    /// Shared body of the `push_*_response` knobs.
+    fn push(&self, endpoint: Endpoint, what: &str, tenant_id: &str, c: Canned) {
+        self.with_tenant(what, tenant_id, |t| {
+            t.canned.entry(endpoint).or_default().push_back(c);
+        });
+    }
+
+    /// `Some(bytes)`: downloads of this tenant's report serve exactly these bytes (malformed or
+    /// odd CSV, HTML, oversized bodies); `None`: back to the generated CSV.
+    pub fn set_report_body(&self, tenant_id: &str, body: Option<Bytes>) {
+        self.with_tenant("set_report_body", tenant_id, |t| t.body_override = body);
+    }
+
+    /// Replaces the tenant's report data with fixed numbers (also turning a demo tenant fixed).
+    pub fn set_products(
+        &self,
+        tenant_id: &str,
+        refresh_date: NaiveDate,
+        products: Vec<FakeProduct>,
+    ) {
+        self.with_tenant("set_products", tenant_id, |t| {
+            t.data = ReportData::Fixed {
+                refresh_date,
+                products,
+            };
+        });
+    }
+
+    /// Every download answer of this tenant sends its headers at once and its body after `d`
+    /// (tokio time), to exercise the exporter's timeouts on a slow body.
+    pub fn set_download_delay(&self, tenant_id: &str, d: Duration) {
+        self.with_tenant("set_download_delay", tenant_id, |t| t.download_delay = d);
+    }
+
+    /// Rotates the client secret: the old one is refused from now on (AADSTS7000215), the new
+    /// one is valid and not expired. Tokens already issued stay valid, as for real.
+    pub fn set_client_secret(&self, tenant_id: &str, secret: &str) {
+        self.with_tenant("set_client_secret", tenant_id, |t| {
+            t.client_secret = secret.to_string();
+            t.secret_expired = false;
+        });
+    }
+
+    /// Marks the current client secret as expired: token requests presenting it get 401
+    /// `invalid_client` AADSTS7000222. Tokens already issued stay valid until they expire.
+    pub fn expire_client_secret(&self, tenant_id: &str) {
+        self.with_tenant("expire_client_secret", tenant_id, |t| {
+            t.secret_expired = true
+        });
+    }
+
+    /// Invalidates every token issued so far for this tenant: Graph answers them 401
+    /// `InvalidAuthenticationToken`. New tokens can be obtained as usual.
+    pub fn revoke_tokens(&self, tenant_id: &str) {
+        self.with_state("revoke_tokens", tenant_id, |state| {
+            state.tenants.get(tenant_id)?;
+            for token in state.tokens.values_mut() {
+                if token.tenant_id == tenant_id {
+                    token.revoked = true;
+                }
+            }
+            Some(())
+        });
+    }
+
+    /// A snapshot of what the fake saw for this tenant so far.
+    pub fn stats(&self, tenant_id: &str) -> FakeStats {
+        self.with_tenant("stats", tenant_id, |t| t.stats.clone())
+    }
+
+    /// Stops all listeners and their connections, and waits until they are gone.
+    pub async fn shutdown(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for task in &tasks {
+            task.abort();
+        }
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for FakeGraph {
+    /// Aborts the listener tasks (and with them every open connection).
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The JSON (beta) budget for a given CSV budget: 100/14 of it, rounded up, as the real limits
+/// are 100 and 14.
+fn json_limit(csv_limit: u32) -> u32 {
+    let scaled = (u64::from(csv_limit) * 100).div_ceil(14);
+    u32::try_from(scaled).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,105 @@
+//! The one outbound HTTPS client, shared by every tenant, and the helpers every outbound call uses.
+//!
+//! One `reqwest::Client` means one connection pool per host for all tenants. Redirects are off:
+//! the Graph client follows the report's 302 itself, so that the bearer token never leaves the
+//! Graph host. Bodies are read through [`read_capped`], so a runaway answer cannot eat memory.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::error::{Error, Stage};
+
+/// How long a TCP + TLS connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request may take, from sending it to the end of its body.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// The User-Agent of every outbound request: Microsoft's throttling reports name it.
+pub const USER_AGENT: &str = concat!("office365-activations-exporter/", env!("CARGO_PKG_VERSION"));
+
+/// Builds the shared client. `extra_ca_pem` holds PEM certificates trusted in addition to the
+/// bundled public roots: a corporate TLS-inspecting proxy's CA, or the fake Graph's.
+pub fn build(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(USER_AGENT)
+        .https_only(false)
+        .pool_idle_timeout(Duration::from_secs(90));
+    if let Some(pem) = extra_ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("cannot read CA certificates: {e}"))?;
+        if certs.is_empty() {
+            return Err("no PEM certificate found".into());
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the HTTPS client: {e}"))
+}
+
+/// Maps a client error to [`Error::Transport`], without the URL (a download URL is a credential)
+/// and with the causes that reqwest's own message leaves out (e.g. the TLS certificate problem).
+pub fn transport_error(stage: Stage, err: reqwest::Error) -> Error {
+    let timeout = err.is_timeout();
+    let err = err.without_url();
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !message.contains(&cause_text) {
+            message.push_str(": ");
+            message.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    Error::Transport {
+        stage,
+        timeout,
+        message,
+    }
+}
+
+/// Reads a whole body, failing with [`Error::TooLarge`] as soon as it passes `limit` bytes
+/// (before reading further when Content-Length already says so).
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    stage: Stage,
+    limit: u64,
+) -> Result<Bytes, Error> {
+    // With gzip the header gives the compressed size; the decoded bytes are counted below.
+    if response.content_length().is_some_and(|len| len > limit) {
+        return Err(Error::TooLarge { stage, limit });
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(stage, e))?
+    {
+        if body.len() as u64 + chunk.len() as u64 > limit {
+            return Err(Error::TooLarge { stage, limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Reads an error answer's body for the log: at most this many bytes.
+pub const ERROR_BODY_LIMIT: u64 = 64 * 1024;
+
+/// The first line of a body, trimmed and cut to a log-friendly length.
+pub fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.trim_start_matches('\u{feff}').trim();
+    let line = line.lines().next().unwrap_or("");
+    let mut out: String = line.chars().take(200).collect();
+    if out.len() < line.len() {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,346 @@
+//! The exposition: report gauges from the cached reports, plus the exporter's self-metrics.
+//!
+//! HELP texts live here and nowhere else. The report gauges are encoded once per refresh, as
+//! sample lines per metric family ([`ReportSamples`]), and stitched together per scrape: a
+//! product that leaves the report leaves /metrics with the next refresh, and a scrape costs a
+//! copy, not an encoding. The self-metrics (up, counters, histograms, process_*) are ordinary
+//! `prometheus` crate collectors in a per-exporter [`Registry`].
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::core::Collector;
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::error::Error;
+use crate::report::ActivationReport;
+
+/// The Content-Type of /metrics: exactly the text encoder's.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Names of the report gauges, in exposition order.
+pub const ASSIGNED: &str = "office365_activations_assigned_users";
+/// See [`ASSIGNED`].
+pub const ACTIVATED: &str = "office365_activations_activated_users";
+/// See [`ASSIGNED`].
+pub const SHARED: &str = "office365_activations_shared_computer_activated_users";
+/// See [`ASSIGNED`].
+pub const REFRESH_TIMESTAMP: &str = "office365_activations_report_refresh_timestamp_seconds";
+
+const REPORT_FAMILIES: [&str; 4] = [ASSIGNED, ACTIVATED, SHARED, REFRESH_TIMESTAMP];
+
+/// The version and git revision baked into the build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// See [`VERSION`].
+pub const REVISION: &str = match option_env!("O365_EXPORTER_REVISION") {
+    Some(rev) => rev,
+    None => "unknown",
+};
+
+/// Sample lines of one tenant's report, one string per report family, encoded at refresh time.
+#[derive(Clone, Debug, Default)]
+pub struct ReportSamples {
+    /// Lines for [`ASSIGNED`], [`ACTIVATED`], [`SHARED`], [`REFRESH_TIMESTAMP`], in that order.
+    families: [String; 4],
+}
+
+/// Escapes a label value for the text format.
+fn escape_label(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// Encodes the report gauges of `tenant`.
+pub fn encode_report(tenant: &str, report: &ActivationReport) -> ReportSamples {
+    let mut tenant_label = String::new();
+    escape_label(tenant, &mut tenant_label);
+    let mut families: [String; 4] = Default::default();
+    for product in &report.products {
+        let mut labels = format!("{{tenant=\"{tenant_label}\",product_type=\"");
+        escape_label(&product.product_type, &mut labels);
+        labels.push_str("\"}");
+        let _ = writeln!(families[0], "{ASSIGNED}{labels} {}", product.assigned);
+        let _ = writeln!(families[1], "{ACTIVATED}{labels} {}", product.activated);
+        if let Some(shared) = product.shared_computer_activation {
+            let _ = writeln!(families[2], "{SHARED}{labels} {shared}");
+        }
+    }
+    if let Some(date) = report.refresh_date {
+        let midnight = date
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight exists")
+            .and_utc();
+        let _ = writeln!(
+            families[3],
+            "{REFRESH_TIMESTAMP}{{tenant=\"{tenant_label}\"}} {}",
+            midnight.timestamp()
+        );
+    }
+    ReportSamples { families }
+}
+
+/// The self-metrics of one exporter, and the HELP texts of the report gauges.
+pub struct Metrics {
+    /// Holds every self-metric and the process collector.
+    registry: Registry,
+    /// `office365_activations_up{tenant}`.
+    up: GaugeVec,
+    /// `office365_activations_last_refresh_success_timestamp_seconds{tenant}`.
+    last_success: GaugeVec,
+    /// `office365_activations_refreshes_total{tenant}`.
+    refreshes: IntCounterVec,
+    /// `office365_activations_fetch_errors_total{tenant,stage,reason}`.
+    fetch_errors: IntCounterVec,
+    /// `office365_activations_redirect_latency_seconds{tenant}`.
+    redirect_latency: HistogramVec,
+    /// `office365_activations_refresh_duration_seconds{tenant}`.
+    refresh_duration: HistogramVec,
+    /// HELP text of each report family, naming the cache TTL.
+    report_help: [String; 4],
+}
+
+/// Latency buckets, 50 ms to 2 min: a download is a few hundred ms; a slow proxy, seconds.
+const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are distinct");
+    collector
+}
+
+impl Metrics {
+    /// Self-metrics for an exporter whose reports are cached for `ttl` (a text such as `1h`, or
+    /// `the tenant's cache_ttl` when tenants differ).
+    pub fn new(ttl: &str) -> Metrics {
+        let registry = Registry::new();
+        let cached = format!(
+            "Cached: refreshed from Microsoft Graph when a scrape finds it older than {ttl}."
+        );
+        let up = register(&registry, GaugeVec::new(
+            Opts::new("office365_activations_up", format!("1 if the latest refresh of the tenant's report from Microsoft Graph succeeded, else 0 (the last good report is still served). {cached}")),
+            &["tenant"],
+        ).unwrap());
+        let last_success = register(&registry, GaugeVec::new(
+            Opts::new("office365_activations_last_refresh_success_timestamp_seconds", format!("Unix time of the latest successful refresh of the tenant's report. {cached}")),
+            &["tenant"],
+        ).unwrap());
+        let refreshes = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "office365_activations_refreshes_total",
+                    format!("Refresh attempts of the tenant's report, successful or not. {cached}"),
+                ),
+                &["tenant"],
+            )
+            .unwrap(),
+        );
+        let fetch_errors = register(&registry, IntCounterVec::new(
+            Opts::new("office365_activations_fetch_errors_total", "Failed refreshes, by stage (token, report, download, parse) and reason (throttled, timeout, network, unauthorized, http_4xx, http_5xx, invalid_response, too_large, not_csv, missing_column, invalid_value)."),
+            &["tenant", "stage", "reason"],
+        ).unwrap());
+        let redirect_latency = register(&registry, HistogramVec::new(
+            HistogramOpts::new("office365_activations_redirect_latency_seconds", "Time from requesting Graph's pre-authenticated download URL to having the whole report body.").buckets(LATENCY_BUCKETS.to_vec()),
+            &["tenant"],
+        ).unwrap());
+        let refresh_duration = register(&registry, HistogramVec::new(
+            HistogramOpts::new("office365_activations_refresh_duration_seconds", "Duration of whole refreshes of the tenant's report: token, report request, download and parse.").buckets(LATENCY_BUCKETS.to_vec()),
+            &["tenant"],
+        ).unwrap());
+        let build_info = register(&registry, GaugeVec::new(
+            Opts::new("office365_activations_exporter_build_info", "A metric with a constant '1' value labeled by version and revision of office365-activations-exporter."),
+            &["version", "revision"],
+        ).unwrap());
+        build_info.with_label_values(&[VERSION, REVISION]).set(1.0);
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metric names are distinct");
+
+        let report_help = [
+            format!("Users assigned a licence that includes the product (Assigned column of Graph's Office activations report). {cached}"),
+            format!("Users who activated the product on at least one device (Activated column of Graph's Office activations report). {cached}"),
+            format!("Users who activated the product through shared computer activation (Shared Computer Activation column, when the report has it). {cached}"),
+            format!("Report Refresh Date of the tenant's cached report, as Unix time of that day's UTC midnight; Graph's data lags 24 to 48 hours. {cached}"),
+        ];
+        Metrics {
+            registry,
+            up,
+            last_success,
+            refreshes,
+            fetch_errors,
+            redirect_latency,
+            refresh_duration,
+            report_help,
+        }
+    }
+
+    /// The handles of one tenant's self-metrics; `up` and `refreshes_total` start at 0.
+    pub fn tenant(&self, name: &str) -> TenantMetrics {
+        let up = self.up.with_label_values(&[name]);
+        up.set(0.0);
+        TenantMetrics {
+            name: name.to_owned(),
+            up,
+            last_success: self.last_success.clone(),
+            refreshes: self.refreshes.with_label_values(&[name]),
+            fetch_errors: self.fetch_errors.clone(),
+            redirect_latency: self.redirect_latency.with_label_values(&[name]),
+            refresh_duration: self.refresh_duration.with_label_values(&[name]),
+        }
+    }
+
+    /// The whole /metrics body: every tenant's report gauges, then the self-metrics.
+    pub fn render<'a>(&self, reports: impl Iterator<Item = &'a ReportSamples> + Clone) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        for (i, name) in REPORT_FAMILIES.iter().enumerate() {
+            let mut lines = reports
+                .clone()
+                .map(|r| &r.families[i])
+                .filter(|l| !l.is_empty())
+                .peekable();
+            if lines.peek().is_none() {
+                continue;
+            }
+            let _ = write!(
+                &mut out as &mut dyn std::io::Write,
+                "# HELP {name} {}\n# TYPE {name} gauge\n",
+                self.report_help[i]
+            );
+            for l in lines {
+                out.extend_from_slice(l.as_bytes());
+            }
+        }
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding into a Vec cannot fail");
+        out
+    }
+}
+
+/// One tenant's self-metric handles, resolved once.
+pub struct TenantMetrics {
+    /// The `tenant` label value.
+    name: String,
+    /// Set on every completed refresh.
+    up: Gauge,
+    /// Created at the first success, so it never shows a made-up 0 timestamp.
+    last_success: GaugeVec,
+    /// Counts attempts.
+    refreshes: IntCounter,
+    /// Counts failures by stage and reason.
+    fetch_errors: IntCounterVec,
+    /// Download latency.
+    redirect_latency: Histogram,
+    /// Whole refresh duration.
+    refresh_duration: Histogram,
+}
+
+impl TenantMetrics {
+    /// A refresh has started.
+    pub fn refresh_started(&self) {
+        self.refreshes.inc();
+    }
+
+    /// A refresh succeeded at `now`.
+    pub fn refresh_succeeded(
+        &self,
+        now: SystemTime,
+        redirect_latency: Option<Duration>,
+        took: Duration,
+    ) {
+        self.up.set(1.0);
+        let unix = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.last_success.with_label_values(&[&self.name]).set(unix);
+        if let Some(latency) = redirect_latency {
+            self.redirect_latency.observe(latency.as_secs_f64());
+        }
+        self.refresh_duration.observe(took.as_secs_f64());
+    }
+
+    /// A refresh failed with `error`.
+    pub fn refresh_failed(&self, error: &Error, took: Duration) {
+        self.up.set(0.0);
+        self.fetch_errors
+            .with_label_values(&[&self.name, error.stage().as_str(), error.reason()])
+            .inc();
+        self.refresh_duration.observe(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::ProductCounts;
+
+    #[test]
+    fn report_lines_escape_labels_and_skip_missing_columns() {
+        let report = ActivationReport {
+            refresh_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 25),
+            products: vec![ProductCounts {
+                product_type: "A \"B\" \\ C".into(),
+                assigned: 10,
+                activated: 7,
+                shared_computer_activation: None,
+            }],
+        };
+        let samples = encode_report("con\"toso", &report);
+        assert_eq!(
+            samples.families[0],
+            "office365_activations_assigned_users{tenant=\"con\\\"toso\",product_type=\"A \\\"B\\\" \\\\ C\"} 10\n"
+        );
+        assert!(samples.families[2].is_empty());
+        assert_eq!(
+            samples.families[3],
+            "office365_activations_report_refresh_timestamp_seconds{tenant=\"con\\\"toso\"} 1795564800\n"
+        );
+    }
+
+    #[test]
+    fn render_groups_each_family_once_across_tenants() {
+        let metrics = Metrics::new("1h");
+        let report = |n| ActivationReport {
+            refresh_date: None,
+            products: vec![ProductCounts {
+                product_type: "P".into(),
+                assigned: n,
+                activated: n,
+                shared_computer_activation: Some(n),
+            }],
+        };
+        let a = encode_report("a", &report(1));
+        let b = encode_report("b", &report(2));
+        let text = String::from_utf8(metrics.render([&a, &b].into_iter())).unwrap();
+        assert_eq!(
+            text.matches("# TYPE office365_activations_assigned_users gauge")
+                .count(),
+            1
+        );
+        let assigned: Vec<_> = text
+            .lines()
+            .filter(|l| l.starts_with("office365_activations_assigned_users{"))
+            .collect();
+        assert_eq!(assigned.len(), 2);
+        assert!(
+            !text.contains(REFRESH_TIMESTAMP),
+            "no date, no timestamp gauge"
+        );
+        assert!(text.contains("office365_activations_exporter_build_info{revision="));
+        assert!(text.contains("older than 1h"));
+    }
+}

@@ -1,0 +1,240 @@
+//! The HTTP server (hyper 1): routing, scrape deadlines, graceful shutdown.
+//!
+//! GET and HEAD only. `/` is a landing page, the telemetry path serves metrics, `/-/healthy`
+//! answers without touching Graph, `/-/ready` once every tenant has loaded a report.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::exporter::Exporter;
+use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, VERSION};
+
+/// How the server answers.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Where metrics are served (`/metrics`).
+    pub telemetry_path: String,
+    /// The scrape deadline when the scraper sends no X-Prometheus-Scrape-Timeout-Seconds.
+    pub default_scrape_timeout: Duration,
+}
+
+/// Open connections get this long to finish after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves until `shutdown` completes, then lets open connections finish (up to
+/// [`SHUTDOWN_GRACE`]).
+pub async fn run(
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let options = Arc::new(options);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(%error, "Cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let exporter = Arc::clone(&exporter);
+                let options = Arc::clone(&options);
+                let service = service_fn(move |request| {
+                    let exporter = Arc::clone(&exporter);
+                    let options = Arc::clone(&options);
+                    async move { Ok::<_, Infallible>(handle(&exporter, &options, request).await) }
+                });
+                // No header read timeout: hyper's also closes idle keep-alive connections, which
+                // Prometheus reuses across scrape intervals longer than that timeout.
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%error, "Connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("Shutting down: waiting for open connections");
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("Connections still open after the grace period; closing them");
+    }
+}
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// The wait budget of a scrape: its timeout less a margin to render and send the answer.
+pub fn scrape_budget(header: Option<&HeaderValue>, default: Duration) -> Duration {
+    let timeout = header
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .map(|secs| Duration::from_secs_f64(secs.min(3600.0)))
+        .unwrap_or(default);
+    timeout.saturating_sub((timeout / 10).min(Duration::from_secs(1)))
+}
+
+async fn handle(
+    exporter: &Exporter,
+    options: &ServerOptions,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut answer = response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "Method not allowed: use GET or HEAD\n",
+        );
+        answer
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return answer;
+    }
+    let path = request.uri().path();
+    if path == options.telemetry_path {
+        let budget = scrape_budget(
+            request.headers().get("x-prometheus-scrape-timeout-seconds"),
+            options.default_scrape_timeout,
+        );
+        let body = exporter.scrape(Instant::now() + budget).await;
+        return response(StatusCode::OK, METRICS_CONTENT_TYPE, body);
+    }
+    match path {
+        "/" => response(StatusCode::OK, "text/html; charset=utf-8", landing_page(exporter, &options.telemetry_path)),
+        "/-/healthy" => response(StatusCode::OK, "text/plain; charset=utf-8", "Healthy\n"),
+        "/-/ready" if exporter.ready() => response(StatusCode::OK, "text/plain; charset=utf-8", "Ready\n"),
+        "/-/ready" => response(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "Not ready: not every tenant has loaded its report yet (reports load at the first scrape)\n"),
+        _ => response(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found\n"),
+    }
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn landing_page(exporter: &Exporter, telemetry_path: &str) -> String {
+    let mut rows = String::new();
+    for tenant in exporter.tenants() {
+        let status = tenant.status();
+        let (products, date, fetched) = match &status.report {
+            Some(cached) => (
+                cached.report.products.len().to_string(),
+                cached
+                    .report
+                    .refresh_date
+                    .map_or_else(|| "-".into(), |d| d.to_string()),
+                chrono::DateTime::<chrono::Utc>::from(cached.fetched)
+                    .format("%Y-%m-%d %H:%M:%S UTC")
+                    .to_string(),
+            ),
+            None => (
+                "-".into(),
+                "-".into(),
+                "not yet (loads at the first scrape)".into(),
+            ),
+        };
+        let state = match (&status.report, status.up) {
+            (_, true) => "up".to_owned(),
+            (None, false) if status.last_error.is_none() => {
+                "waiting for the first scrape".to_owned()
+            }
+            _ => format!("down: {}", status.last_error.as_deref().unwrap_or("-")),
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            escape_html(tenant.name()),
+            escape_html(&state),
+            products,
+            date,
+            fetched
+        ));
+    }
+    let path = escape_html(telemetry_path);
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Office 365 Activations Exporter</title>\n\
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head>\n\
+<body>\n<h1>Office 365 Activations Exporter</h1>\n<p>Version {VERSION}. Microsoft 365 Apps activation counts from Microsoft Graph, cached and refreshed at scrape time.</p>\n\
+<ul><li><a href=\"{path}\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>\n\
+<h2>Tenants</h2>\n<table>\n<tr><th>Tenant</th><th>State</th><th>Products</th><th>Report date</th><th>Fetched</th></tr>\n{rows}</table>\n</body>\n</html>\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_budget_leaves_a_margin() {
+        let default = Duration::from_secs(10);
+        assert_eq!(scrape_budget(None, default), Duration::from_secs(9));
+        let header = HeaderValue::from_static("2.5");
+        assert_eq!(
+            scrape_budget(Some(&header), default),
+            Duration::from_millis(2250)
+        );
+        let header = HeaderValue::from_static("30");
+        assert_eq!(
+            scrape_budget(Some(&header), default),
+            Duration::from_secs(29)
+        );
+        let junk = HeaderValue::from_static("soon");
+        assert_eq!(scrape_budget(Some(&junk), default), Duration::from_secs(9));
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}

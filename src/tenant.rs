@@ -1,0 +1,297 @@
+//! One tenant: its cached report, and the state machine that decides when Graph may be asked.
+//!
+//! A scrape calls [`Tenant::ensure_fresh`]. When the cached report is older than the TTL, no
+//! refresh is running, and Graph's Retry-After (or our own backoff after a failure) has passed,
+//! it spawns one refresh task and hands back a receiver to wait on; every other scrape in the
+//! meantime gets the same receiver (single flight). The refresh runs to its end even if the
+//! scrape that started it gives up. A failed refresh keeps the last good report.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::TenantConfig;
+use crate::credentials::client_secret::ClientSecret;
+use crate::credentials::TokenCache;
+use crate::error::Error;
+use crate::graph::GraphClient;
+use crate::metrics::{encode_report, ReportSamples, TenantMetrics};
+use crate::report::{self, ActivationReport};
+
+/// The first retry after a failure waits about this long; each further failure doubles it.
+pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
+/// Backoff never exceeds this (nor the TTL), so a fixed problem is noticed soon.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// A report as served, with when it was fetched.
+#[derive(Debug)]
+pub struct CachedReport {
+    /// The parsed report.
+    pub report: ActivationReport,
+    /// Its gauges, encoded once.
+    pub samples: ReportSamples,
+    /// Wall-clock time of the fetch, for the landing page.
+    pub fetched: SystemTime,
+}
+
+/// What the landing page shows of a tenant.
+#[derive(Clone, Debug)]
+pub struct Status {
+    /// The latest completed refresh succeeded.
+    pub up: bool,
+    /// The report being served, if any.
+    pub report: Option<Arc<CachedReport>>,
+    /// The latest failure's message, cleared by a success.
+    pub last_error: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The last good report: replaced only by a newer good one, never cleared.
+    report: Option<Arc<CachedReport>>,
+    /// When `report` was fetched: the TTL counts from here.
+    fetched_at: Option<Instant>,
+    /// No request to Graph before this instant (Retry-After, or backoff after a failure).
+    not_before: Option<Instant>,
+    /// Failures since the last success, for the exponential backoff.
+    failures: u32,
+    /// The running refresh; its sender is dropped when it ends.
+    inflight: Option<watch::Receiver<()>>,
+    /// The latest completed refresh succeeded.
+    up: bool,
+    /// The latest failure, for the landing page.
+    last_error: Option<String>,
+}
+
+/// One tenant of the exporter.
+pub struct Tenant {
+    /// The `tenant` label value.
+    name: String,
+    /// How long a report is served before a scrape refreshes it.
+    ttl: Duration,
+    /// The shared outbound client.
+    http: reqwest::Client,
+    /// This tenant's token, reused until shortly before it expires.
+    token: TokenCache,
+    /// Requests and downloads the report.
+    graph: GraphClient,
+    /// This tenant's self-metric handles.
+    metrics: TenantMetrics,
+    /// Everything that changes; the lock is never held across an `.await`.
+    state: Mutex<State>,
+}
+
+/// Clears the in-flight marker when a refresh task ends, even by a panic.
+struct InflightGuard<'a>(&'a Tenant);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.0.state().inflight = None;
+    }
+}
+
+/// Exponential backoff after `failures` consecutive failures, capped, with ±20% jitter so that
+/// tenants and replicas that failed together do not retry together.
+pub fn backoff(failures: u32, ttl: Duration) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    let delay = BACKOFF_BASE
+        .saturating_mul(1 << exponent)
+        .min(BACKOFF_MAX)
+        .min(ttl);
+    delay.mul_f64(0.8 + 0.4 * fastrand::f64())
+}
+
+impl Tenant {
+    /// A tenant from its configuration; nothing is fetched until the first scrape.
+    pub fn new(
+        config: &TenantConfig,
+        http: reqwest::Client,
+        max_report_size: u64,
+        metrics: TenantMetrics,
+    ) -> Result<Tenant, String> {
+        let scope = format!(
+            "{}/.default",
+            config.graph_endpoint.as_str().trim_end_matches('/')
+        );
+        let credential = ClientSecret::new(
+            &config.authority_host,
+            &config.tenant_id,
+            &config.client_id,
+            &scope,
+            config.secret.clone(),
+        )?;
+        Ok(Tenant {
+            name: config.name.clone(),
+            ttl: config.cache_ttl,
+            graph: GraphClient::new(
+                http.clone(),
+                &config.graph_endpoint,
+                &config.api_version,
+                max_report_size,
+            ),
+            http,
+            token: TokenCache::new(Box::new(credential)),
+            metrics,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The `tenant` label value.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; should it ever, the state is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The report being served.
+    pub fn cached(&self) -> Option<Arc<CachedReport>> {
+        self.state().report.clone()
+    }
+
+    /// A snapshot for the landing page.
+    pub fn status(&self) -> Status {
+        let state = self.state();
+        Status {
+            up: state.up,
+            report: state.report.clone(),
+            last_error: state.last_error.clone(),
+        }
+    }
+
+    /// Starts a refresh if the report is stale and Graph may be asked now. Returns a receiver
+    /// whose `changed()` completes when the running refresh (new or already running) ends, or
+    /// `None` when nothing is running.
+    pub fn ensure_fresh(self: &Arc<Self>) -> Option<watch::Receiver<()>> {
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some(running) = &state.inflight {
+            return Some(running.clone());
+        }
+        let fresh = state.fetched_at.is_some_and(|at| now < at + self.ttl);
+        let held_back = state.not_before.is_some_and(|t| now < t);
+        if fresh || held_back {
+            return None;
+        }
+        let (done, running) = watch::channel(());
+        state.inflight = Some(running.clone());
+        drop(state);
+        let tenant = Arc::clone(self);
+        tokio::spawn(async move {
+            let _guard = InflightGuard(&tenant);
+            let _ = tenant.refresh().await;
+            drop(done);
+        });
+        Some(running)
+    }
+
+    /// Runs one refresh now and records its outcome; the error is returned as well (for
+    /// `check`). Scrapes go through [`Tenant::ensure_fresh`] instead.
+    pub async fn refresh(&self) -> Result<(), Error> {
+        let started = Instant::now();
+        self.metrics.refresh_started();
+        let result = self.fetch().await;
+        let took = started.elapsed();
+        let now = Instant::now();
+        let mut state = self.state();
+        match result {
+            Ok((report, redirect_latency)) => {
+                tracing::info!(
+                    tenant = %self.name,
+                    products = report.products.len(),
+                    refresh_date = %report.refresh_date.map_or_else(|| "-".to_owned(), |d| d.to_string()),
+                    duration_seconds = took.as_secs_f64(),
+                    "Refreshed the activations report"
+                );
+                let fetched = SystemTime::now();
+                state.report = Some(Arc::new(CachedReport {
+                    samples: encode_report(&self.name, &report),
+                    report,
+                    fetched,
+                }));
+                state.fetched_at = Some(now);
+                state.not_before = None;
+                state.failures = 0;
+                state.up = true;
+                state.last_error = None;
+                self.metrics
+                    .refresh_succeeded(fetched, redirect_latency, took);
+                Ok(())
+            }
+            Err(error) => {
+                state.failures += 1;
+                let wait =
+                    backoff(state.failures, self.ttl).max(error.retry_after().unwrap_or_default());
+                state.not_before = Some(now + wait);
+                state.up = false;
+                state.last_error = Some(error.to_string());
+                tracing::warn!(
+                    tenant = %self.name,
+                    stage = error.stage().as_str(),
+                    reason = error.reason(),
+                    retry_after_seconds = wait.as_secs_f64(),
+                    serving_stale = state.report.is_some(),
+                    error = %error,
+                    "Refresh of the activations report failed"
+                );
+                self.metrics.refresh_failed(&error, took);
+                Err(error)
+            }
+        }
+    }
+
+    /// Token, report, download, parse; a Graph 401 drops the token and tries once more.
+    async fn fetch(&self) -> Result<(ActivationReport, Option<Duration>), Error> {
+        let mut retried = false;
+        loop {
+            let token = self.token.token(&self.http).await?;
+            match self.graph.fetch_report(&token).await {
+                Err(error) if error.is_unauthorized_token() && !retried => {
+                    tracing::debug!(tenant = %self.name, "Graph refused the token; fetching a new one");
+                    self.token.invalidate();
+                    retried = true;
+                }
+                Err(error) => {
+                    if error.is_unauthorized_token() {
+                        self.token.invalidate();
+                    }
+                    return Err(error);
+                }
+                Ok(download) => {
+                    let report = report::parse_csv(&download.body)?;
+                    return Ok((report, download.redirect_latency));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let hour = Duration::from_secs(3600);
+        for _ in 0..100 {
+            let first = backoff(1, hour);
+            assert!(
+                first >= Duration::from_secs(24) && first <= Duration::from_secs(36),
+                "{first:?}"
+            );
+            let third = backoff(3, hour);
+            assert!(
+                third >= Duration::from_secs(96) && third <= Duration::from_secs(144),
+                "{third:?}"
+            );
+            let many = backoff(40, hour);
+            assert!(many <= BACKOFF_MAX.mul_f64(1.2), "{many:?}");
+            let short_ttl = backoff(5, Duration::from_secs(60));
+            assert!(short_ttl <= Duration::from_secs(72), "{short_ttl:?}");
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The binary as a user runs it: bad configuration, the `check` subcommand against the fake Graph,
+//! graceful shutdown, and logs that name the problem but never a secret.
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::*;
+use office365_activations_exporter::fake_graph::{
+    FakeGraph, FakeGraphOptions, FakeTenant, ReportData,
+};
+use tokio::process::Command;
+
+/// Runs the binary to completion (bounded, so a hang fails instead of blocking CI).
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the binary finishes")
+        .expect("the binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "x").unwrap();
+    let secret = secret.to_str().unwrap();
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        (&[], &[], "--auth.tenant-id"),
+        (&["--auth.tenant-id", "t"], &[], "--auth.client-id"),
+        (
+            &["--auth.tenant-id", "t", "--auth.client-id", "c"],
+            &[],
+            "AZURE_CLIENT_SECRET",
+        ),
+        (
+            &[
+                "--auth.tenant-id",
+                "t",
+                "--auth.client-id",
+                "c",
+                "--auth.client-secret-file",
+                "/nonexistent/secret",
+            ],
+            &[],
+            "/nonexistent/secret",
+        ),
+        (
+            &[
+                "--auth.tenant-id",
+                "t",
+                "--auth.client-id",
+                "c",
+                "--auth.client-secret-file",
+                secret,
+                "--cache.ttl",
+                "30s",
+            ],
+            &[],
+            "--cache.ttl",
+        ),
+        (
+            &[
+                "--auth.tenant-id",
+                "t",
+                "--auth.client-id",
+                "c",
+                "--auth.client-secret-file",
+                secret,
+                "--graph.endpoint",
+                "not a url",
+            ],
+            &[],
+            "--graph.endpoint",
+        ),
+        (
+            &["--auth.client-id", "c"],
+            &[
+                ("AZURE_TENANT_ID", "t"),
+                ("AZURE_CLIENT_SECRET", "s"),
+                ("AZURE_AUTHORITY_HOST", "login"),
+            ],
+            "AZURE_AUTHORITY_HOST",
+        ),
+        (
+            &["--config.file", "/nonexistent/config.yml"],
+            &[],
+            "/nonexistent/config.yml",
+        ),
+    ];
+    for (args, env, expect) in cases {
+        let output = run(args, env).await;
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    }
+    // clap's own errors (unknown flag, bad duration) also exit 2 without a panic.
+    let output = run(&["--cache.ttl", "soon"], &[]).await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--cache.ttl"));
+}
+
+#[tokio::test]
+async fn help_lists_every_flag() {
+    let output = run(&["--help"], &[]).await;
+    let help = String::from_utf8_lossy(&output.stdout);
+    for flag in [
+        "--web.listen-address",
+        "--web.telemetry-path",
+        "--graph.endpoint",
+        "--graph.api-version",
+        "--auth.authority-host",
+        "--auth.tenant-id",
+        "--auth.client-id",
+        "--auth.client-secret-file",
+        "--tls.ca-file",
+        "--cache.ttl",
+        "--config.file",
+        "--log.level",
+        "--log.format",
+        "--demo",
+        "--tenant.name",
+        "AZURE_CLIENT_SECRET",
+        "check",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}:\n{help}");
+    }
+    assert!(help.contains(":10036"));
+}
+
+struct FakeForBinary {
+    fake: FakeGraph,
+    _dir: tempfile::TempDir,
+    ca: String,
+    secret_file: String,
+}
+
+async fn fake_for_binary() -> FakeForBinary {
+    let mut options = FakeGraphOptions::default();
+    options.tenants.push(FakeTenant::new(
+        tenant_id(0),
+        client_id(0),
+        SECRET,
+        ReportData::Fixed {
+            refresh_date: date(),
+            products: default_products(),
+        },
+    ));
+    let fake = FakeGraph::start(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, fake.ca_pem()).unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    FakeForBinary {
+        ca: ca.to_str().unwrap().to_owned(),
+        secret_file: secret_file.to_str().unwrap().to_owned(),
+        fake,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_prints_metrics_and_succeeds() {
+    let f = fake_for_binary().await;
+    let (graph, authority) = (f.fake.graph_endpoint(), f.fake.authority_host());
+    let tenant = tenant_id(0);
+    let client = client_id(0);
+    // Flags after the subcommand, the tenant and client ids from the environment.
+    let output = run(
+        &[
+            "check",
+            "--graph.endpoint",
+            &graph,
+            "--auth.authority-host",
+            &authority,
+            "--tls.ca-file",
+            &f.ca,
+            "--auth.client-secret-file",
+            &f.secret_file,
+            "--tenant.name",
+            "contoso",
+        ],
+        &[("AZURE_TENANT_ID", &tenant), ("AZURE_CLIENT_ID", &client)],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let m = Metrics::parse(&stdout);
+    assert_eq!(
+        m.activated("contoso", "MICROSOFT 365 APPS FOR ENTERPRISE"),
+        Some(1710.0)
+    );
+    assert_eq!(m.up("contoso"), Some(1.0));
+    assert!(!stderr(&output).contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_aadsts_code_and_what_to_do_without_leaking_the_secret() {
+    let f = fake_for_binary().await;
+    f.fake.expire_client_secret(&tenant_id(0));
+    let (graph, authority) = (f.fake.graph_endpoint(), f.fake.authority_host());
+    let tenant = tenant_id(0);
+    let client = client_id(0);
+    let output = run(
+        &[
+            "--graph.endpoint",
+            &graph,
+            "--auth.authority-host",
+            &authority,
+            "--tls.ca-file",
+            &f.ca,
+            "--auth.tenant-id",
+            &tenant,
+            "--auth.client-id",
+            &client,
+            "check",
+        ],
+        &[("AZURE_CLIENT_SECRET", SECRET)],
+    )
+    .await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("AADSTS7000222"), "{err}");
+    assert!(err.contains("expired"), "{err}");
+    assert!(err.contains("correlation_id="), "{err}");
+    assert!(
+        !err.contains("correlation_id=-"),
+        "the fake's correlation id is logged: {err}"
+    );
+    assert!(
+        err.contains("level=warn")
+            && err.contains("stage=token")
+            && err.contains("reason=unauthorized"),
+        "a logfmt line: {err}"
+    );
+    assert!(!err.contains(SECRET), "the secret leaked: {err}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(SECRET));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_without_the_ca_fails_on_tls_with_a_clear_reason() {
+    let f = fake_for_binary().await;
+    let (graph, authority) = (f.fake.graph_endpoint(), f.fake.authority_host());
+    let tenant = tenant_id(0);
+    let client = client_id(0);
+    let output = run(
+        &[
+            "check",
+            "--graph.endpoint",
+            &graph,
+            "--auth.authority-host",
+            &authority,
+            "--auth.tenant-id",
+            &tenant,
+            "--auth.client-id",
+            &client,
+            "--log.format",
+            "json",
+        ],
+        &[("AZURE_CLIENT_SECRET", SECRET)],
+    )
+    .await;
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let json_line = err
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON log line");
+    let parsed: serde_json::Value = serde_json::from_str(json_line).unwrap();
+    assert_eq!(parsed["stage"], "token");
+    assert_eq!(parsed["reason"], "network");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_serves_and_stops_gracefully_on_sigterm() {
+    let mut child = Command::new(binary())
+        .args(["--demo", "--web.listen-address", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let address = listening_address(&mut child).await;
+    let body = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = Metrics::parse(&body);
+    assert_eq!(m.up("contoso"), Some(1.0), "{body}");
+    assert_eq!(m.up("fabrikam"), Some(1.0), "{body}");
+    assert_eq!(
+        m.series("office365_activations_activated_users").len(),
+        8,
+        "5 + 3 demo products"
+    );
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

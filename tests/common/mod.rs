@@ -1,0 +1,382 @@
+//! The shared harness of the integration tests: the fake Graph and the exporter, both on real
+//! loopback sockets in the test's own runtime, plus helpers to scrape and read metrics.
+//!
+//! Tests run on paused tokio time (`#[tokio::test(start_paused = true)]`) with auto-advance
+//! frozen (see [`FrozenClock`]): time moves only when a test calls `tokio::time::advance`, so TTLs,
+//! Retry-After and deadlines are exact, and real socket I/O never makes the clock jump.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use office365_activations_exporter::config::TenantConfig;
+use office365_activations_exporter::credentials::client_secret::SecretSource;
+use office365_activations_exporter::credentials::Secret;
+use office365_activations_exporter::exporter::Exporter;
+use office365_activations_exporter::fake_graph::{
+    FakeGraph, FakeGraphOptions, FakeProduct, FakeTenant, ReportData,
+};
+use office365_activations_exporter::http_client;
+use office365_activations_exporter::server::{self, ServerOptions};
+use reqwest::Url;
+use tokio::sync::oneshot;
+
+/// Tenant ids of the harness: `tenant_id(0)` is "contoso".
+pub fn tenant_id(i: usize) -> String {
+    format!("0000000{i}-aaaa-bbbb-cccc-dddddddddddd")
+}
+pub fn client_id(i: usize) -> String {
+    format!("0000000{i}-1111-2222-3333-444444444444")
+}
+pub const SECRET: &str = "correct-horse-battery-staple";
+pub const TTL: Duration = Duration::from_secs(3600);
+
+pub fn date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()
+}
+
+pub fn product(name: &str, assigned: u64, activated: u64, shared: u64) -> FakeProduct {
+    FakeProduct {
+        product_type: name.to_owned(),
+        assigned,
+        activated,
+        shared_computer_activation: shared,
+    }
+}
+
+pub fn default_products() -> Vec<FakeProduct> {
+    vec![
+        product("MICROSOFT 365 APPS FOR ENTERPRISE", 2679, 1710, 1024),
+        product("PROJECT ONLINE DESKTOP CLIENT", 120, 88, 0),
+    ]
+}
+
+/// While alive, tokio's paused clock does not auto-advance: a running `spawn_blocking` task
+/// inhibits it (tokio's test-util contract), so only `tokio::time::advance` moves time.
+pub struct FrozenClock(Option<std::sync::mpsc::Sender<()>>);
+
+impl FrozenClock {
+    pub fn new() -> FrozenClock {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            let _ = rx.recv();
+        });
+        FrozenClock(Some(tx))
+    }
+}
+
+impl Drop for FrozenClock {
+    fn drop(&mut self) {
+        self.0.take();
+    }
+}
+
+/// How the harness is set up.
+pub struct Options {
+    pub tenants: usize,
+    pub ttl: Duration,
+    pub max_report_size: u64,
+    pub scrape_timeout: Duration,
+    pub fake: FakeGraphOptions,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            tenants: 1,
+            ttl: TTL,
+            max_report_size: 8 << 20,
+            scrape_timeout: Duration::from_secs(10),
+            fake: FakeGraphOptions::default(),
+        }
+    }
+}
+
+/// A running fake Graph and exporter.
+pub struct Harness {
+    pub fake: FakeGraph,
+    pub exporter: Arc<Exporter>,
+    pub base: String,
+    pub client: reqwest::Client,
+    _clock: FrozenClock,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::with(Options::default()).await
+    }
+
+    pub async fn with(mut options: Options) -> Harness {
+        let clock = FrozenClock::new();
+        let names = ["contoso", "fabrikam", "northwind", "tailspin"];
+        for i in 0..options.tenants {
+            options.fake.tenants.push(FakeTenant::new(
+                tenant_id(i),
+                client_id(i),
+                SECRET,
+                ReportData::Fixed {
+                    refresh_date: date(),
+                    products: default_products(),
+                },
+            ));
+        }
+        let fake = FakeGraph::start(options.fake)
+            .await
+            .expect("fake Graph starts");
+        let configs: Vec<TenantConfig> = (0..options.tenants)
+            .map(|i| TenantConfig {
+                name: names[i].to_owned(),
+                tenant_id: tenant_id(i),
+                client_id: client_id(i),
+                secret: SecretSource::Value(Secret::new(SECRET)),
+                authority_host: Url::parse(&fake.authority_host()).unwrap(),
+                graph_endpoint: Url::parse(&fake.graph_endpoint()).unwrap(),
+                api_version: "v1.0".into(),
+                cache_ttl: options.ttl,
+            })
+            .collect();
+        let http = http_client::build(Some(fake.ca_pem().as_bytes())).unwrap();
+        let exporter = Arc::new(Exporter::new(&configs, http, options.max_report_size).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(server::run(
+            listener,
+            Arc::clone(&exporter),
+            ServerOptions {
+                telemetry_path: "/metrics".into(),
+                default_scrape_timeout: options.scrape_timeout,
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Harness {
+            fake,
+            exporter,
+            base,
+            client: reqwest::Client::new(),
+            _clock: clock,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// GET a path of the exporter.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("the exporter answers")
+    }
+
+    /// Scrapes /metrics and parses it.
+    pub async fn scrape(&self) -> Metrics {
+        let response = self.get("/metrics").await;
+        assert_eq!(response.status(), 200);
+        Metrics::parse(&response.text().await.unwrap())
+    }
+
+    /// Scrapes with an X-Prometheus-Scrape-Timeout-Seconds header.
+    pub async fn scrape_with_timeout(&self, seconds: &str) -> Metrics {
+        let response = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .header("X-Prometheus-Scrape-Timeout-Seconds", seconds)
+            .send()
+            .await
+            .unwrap();
+        Metrics::parse(&response.text().await.unwrap())
+    }
+
+    pub fn stats(&self, i: usize) -> office365_activations_exporter::fake_graph::FakeStats {
+        self.fake.stats(&tenant_id(i))
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap();
+        }
+    }
+}
+
+/// Yields to the runtime until `condition` holds (bounded by a count, not by time).
+pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
+    for _ in 0..200_000 {
+        if condition() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("gave up waiting for: {what}");
+}
+
+/// Gives the runtime plenty of turns to finish whatever I/O is in flight on loopback.
+pub async fn settle() {
+    for _ in 0..2_000 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A parsed exposition: sample (name + sorted labels) to value, and the raw text.
+#[derive(Debug)]
+pub struct Metrics {
+    pub text: String,
+    pub samples: BTreeMap<String, f64>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').expect("sample line has a value");
+            let (name, labels) = match series.find('{') {
+                Some(i) => (&series[..i], parse_labels(&series[i + 1..series.len() - 1])),
+                None => (series, Vec::new()),
+            };
+            let mut labels = labels;
+            labels.sort();
+            let key = key(
+                name,
+                &labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect::<Vec<_>>(),
+            );
+            samples.insert(key, value.parse().expect("numeric value"));
+        }
+        Metrics {
+            text: text.to_owned(),
+            samples,
+        }
+    }
+
+    /// The value of `name` with exactly these labels.
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let mut labels = labels.to_vec();
+        labels.sort();
+        self.samples.get(&key(name, &labels)).copied()
+    }
+
+    /// Every sample of a metric name.
+    pub fn series(&self, name: &str) -> Vec<(&String, &f64)> {
+        let prefix = format!("{name}{{");
+        self.samples
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix) || k.as_str() == name)
+            .collect()
+    }
+
+    pub fn up(&self, tenant: &str) -> Option<f64> {
+        self.get("office365_activations_up", &[("tenant", tenant)])
+    }
+
+    pub fn activated(&self, tenant: &str, product: &str) -> Option<f64> {
+        self.get(
+            "office365_activations_activated_users",
+            &[("tenant", tenant), ("product_type", product)],
+        )
+    }
+
+    pub fn assigned(&self, tenant: &str, product: &str) -> Option<f64> {
+        self.get(
+            "office365_activations_assigned_users",
+            &[("tenant", tenant), ("product_type", product)],
+        )
+    }
+
+    pub fn errors(&self, tenant: &str, stage: &str, reason: &str) -> f64 {
+        self.get(
+            "office365_activations_fetch_errors_total",
+            &[("tenant", tenant), ("stage", stage), ("reason", reason)],
+        )
+        .unwrap_or(0.0)
+    }
+}
+
+fn key(name: &str, labels: &[(&str, &str)]) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{name}{{{}}}", inner.join(","))
+}
+
+fn parse_labels(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if name.is_empty() {
+            break;
+        }
+        assert_eq!(chars.next(), Some('"'));
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => break,
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.push((name.trim_start_matches(',').to_owned(), value));
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// The path of the exporter binary built by cargo for integration tests.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_office365-activations-exporter")
+}
+
+/// Fails with an install hint when a Debian tool is missing.
+pub fn require_tool(tool: &str) -> String {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let path = format!("{dir}/{tool}");
+        if std::path::Path::new(&path).exists() {
+            return path;
+        }
+    }
+    panic!("{tool} is not installed: run `apt-get install prometheus` (the README's test command does)");
+}
+
+/// Reads the exporter's stderr until its "Listening" log line and returns the address.
+pub async fn listening_address(child: &mut tokio::process::Child) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let find = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("Listening") {
+                let address = line
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("address="))
+                    .expect("address= in the line");
+                return address.trim_matches('"').to_owned();
+            }
+        }
+        panic!("the exporter exited before listening");
+    };
+    let address = tokio::time::timeout(Duration::from_secs(60), find)
+        .await
+        .expect("the exporter starts listening");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    address
+}
