@@ -182,8 +182,10 @@ impl FakeProduct {
 /// What the fake saw for one tenant, as returned by [`FakeGraph::stats`] (a snapshot).
 ///
 /// Requests are attributed to a tenant by the URL path on the login host, by the bearer token on
-/// the Graph host and by the link (or, failing that, the bearer token) on the download host;
-/// requests that cannot be attributed are not counted anywhere.
+/// the Graph host, and on the download host by the link or, for a path that is no link (mangled,
+/// or a relative redirect the client followed), by the bearer token that came along, else the
+/// tenant of the previous download on the same connection, else of the latest download. Requests
+/// that cannot be attributed are not counted anywhere.
 #[derive(Clone, Debug, Default)]
 pub struct FakeStats {
     /// Requests to the token endpoint of this tenant (answered in any way).

@@ -362,6 +362,9 @@ pub(crate) struct State {
     pub(crate) tokens: HashMap<String, IssuedToken>,
     /// Issued download links by their opaque path segment.
     pub(crate) links: HashMap<String, DownloadLink>,
+    /// The tenant the latest attributed download request belonged to: the last resort for
+    /// attributing a request to a path that is no link of any tenant.
+    pub(crate) last_download_tenant: Option<String>,
 }
 
 impl State {

@@ -195,9 +195,13 @@ pub(crate) async fn serve(
                     return;
                 }
             };
+            let connection = Arc::new(ConnectionContext::default());
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                CatchPanic(Box::pin(async move { handle(&shared, host, req).await }))
+                let connection = connection.clone();
+                CatchPanic(Box::pin(async move {
+                    handle(&shared, &connection, host, req).await
+                }))
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection(TokioIo::new(tls), service).await {
@@ -205,6 +209,15 @@ pub(crate) async fn serve(
             }
         });
     }
+}
+
+/// What the fake remembers about one client connection.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectionContext {
+    /// On the download host: the tenant the previous request on this connection was attributed
+    /// to, so that a request for a path that is no link at all (a relative redirect followed by
+    /// the client, say) still counts for, and gets the canned answers of, the right tenant.
+    download_tenant: Mutex<Option<String>>,
 }
 
 /// Runs a handler, turning a panic (a bug in the fake; the panic hook still prints it) into a
@@ -232,13 +245,18 @@ impl<F: Future<Output = Response<FakeBody>>> Future for CatchPanic<F> {
 }
 
 /// Routes a request to its host's handler and logs the outcome.
-async fn handle(shared: &Shared, host: Host, req: Request<Incoming>) -> Response<FakeBody> {
+async fn handle(
+    shared: &Shared,
+    connection: &ConnectionContext,
+    host: Host,
+    req: Request<Incoming>,
+) -> Response<FakeBody> {
     let method = req.method().clone();
     let target = path_and_query(&req);
     let response = match host {
         Host::Login => login(shared, req).await,
         Host::Graph => graph(shared, req).await,
-        Host::Download => download(shared, req).await,
+        Host::Download => download(shared, connection, req).await,
     };
     tracing::debug!(host = host.name(), %method, %target, status = response.status().as_u16(), "fake graph request");
     response
@@ -949,7 +967,11 @@ enum DownloadOutcome {
 }
 
 /// `GET /data/download/<opaque>?...sig=...`: the pre-authenticated report download.
-async fn download(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
+async fn download(
+    shared: &Shared,
+    connection: &ConnectionContext,
+    req: Request<Incoming>,
+) -> Response<FakeBody> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let headers = hdrs([
         ("x-ms-request-id", &request_id),
@@ -970,16 +992,19 @@ async fn download(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody>
 
     let now = Instant::now();
     let (outcome, body_delay) = {
+        let mut connection_tenant = connection
+            .download_tenant
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut state = shared.lock();
-        download_outcome(
-            &mut state,
-            &shared.config,
-            opaque.as_deref(),
-            sig.as_deref(),
+        let request = DownloadRequest {
+            opaque: opaque.as_deref(),
+            sig: sig.as_deref(),
             authorization,
             method_ok,
-            now,
-        )
+            connection_tenant: &mut connection_tenant,
+        };
+        download_outcome(&mut state, &shared.config, request, now)
     };
     match outcome {
         DownloadOutcome::Canned(c) => serve_canned(c, headers, body_delay).await,
@@ -1005,18 +1030,41 @@ async fn download(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody>
     }
 }
 
+/// The parts of a download request the download host decides on.
+struct DownloadRequest<'a> {
+    /// The opaque link id from the path, if the path has the link shape.
+    opaque: Option<&'a str>,
+    /// The `sig` query parameter, decoded.
+    sig: Option<&'a str>,
+    /// The `Authorization` header, which should never be there.
+    authorization: Option<String>,
+    /// Whether the method is GET or HEAD.
+    method_ok: bool,
+    /// The tenant the connection's previous download request was attributed to (updated here).
+    connection_tenant: &'a mut Option<String>,
+}
+
 /// Looks up a download link, records who asked, and checks the signature and expiry. Returns the
 /// answer and the tenant's body delay.
+///
+/// A request is attributed to the link's tenant; failing that (a mangled or made-up link) to the
+/// tenant of the bearer token that came along (exactly the leak the stats must catch), to the
+/// tenant of the previous request on the same connection, or to the tenant of the latest
+/// attributed download.
 fn download_outcome(
     state: &mut State,
     config: &Config,
-    opaque: Option<&str>,
-    sig: Option<&str>,
-    authorization: Option<String>,
-    method_ok: bool,
+    req: DownloadRequest<'_>,
     now: Instant,
 ) -> (DownloadOutcome, Duration) {
     const NOT_FOUND: &str = "The specified resource does not exist.";
+    let DownloadRequest {
+        opaque,
+        sig,
+        authorization,
+        method_ok,
+        connection_tenant,
+    } = req;
     let link = opaque.and_then(|o| state.links.get(o));
     let link_info = link.map(|l| {
         (
@@ -1026,15 +1074,22 @@ fn download_outcome(
             l.expires_wall,
         )
     });
-    // Attribute the request to the link's tenant or, for a mangled link, to the tenant whose
-    // bearer token came along (that is exactly the leak the stats are there to catch).
-    let tenant_id = link_info.as_ref().map(|l| l.0.clone()).or_else(|| {
-        authorization
-            .as_deref()
-            .and_then(|a| a.trim().split_once(' '))
-            .and_then(|(_, t)| state.tokens.get(t.trim()))
-            .map(|t| t.tenant_id.clone())
-    });
+    let tenant_id = link_info
+        .as_ref()
+        .map(|l| l.0.clone())
+        .or_else(|| {
+            authorization
+                .as_deref()
+                .and_then(|a| a.trim().split_once(' '))
+                .and_then(|(_, t)| state.tokens.get(t.trim()))
+                .map(|t| t.tenant_id.clone())
+        })
+        .or_else(|| connection_tenant.clone())
+        .or_else(|| state.last_download_tenant.clone());
+    if let Some(id) = &tenant_id {
+        *connection_tenant = Some(id.clone());
+        state.last_download_tenant = Some(id.clone());
+    }
     let Some(tenant) = tenant_id.and_then(|id| state.tenants.get_mut(&id)) else {
         if authorization.is_some() {
             tracing::warn!("fake graph: an Authorization header reached the download host with an unknown link");
