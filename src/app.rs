@@ -12,13 +12,12 @@ use crate::credentials::client_secret::SecretSource;
 use crate::credentials::Secret;
 use crate::exporter::Exporter;
 use crate::fake_graph::{FakeGraph, FakeGraphOptions, DEMO_TENANTS};
-use crate::server::{self, ServerOptions};
+use crate::server::{self, Reloader, ServerOptions};
 
 /// A fatal error before or while serving, shown as one line.
 pub type AppError = String;
 
-/// The tenants to serve and the CA to trust, plus the fake Graph that must live as long as they
-/// do when running the demo.
+/// The exporter, plus the fake Graph that must live as long as it when running the demo.
 struct Setup {
     exporter: Arc<Exporter>,
     _demo: Option<FakeGraph>,
@@ -42,7 +41,12 @@ async fn setup(config: &Config) -> Result<Setup, AppError> {
         (config.tenants.clone(), config.ca_pem.clone(), None)
     };
     let http = crate::http_client::build(ca_pem.as_deref())?;
-    let exporter = Exporter::new(&tenants, http, config.max_report_size)?;
+    let exporter = Exporter::new(
+        &tenants,
+        http,
+        config.max_report_size,
+        config.refresh_concurrency,
+    )?;
     Ok(Setup {
         exporter: Arc::new(exporter),
         _demo: demo,
@@ -67,8 +71,37 @@ fn demo_tenants(fake: &FakeGraph, config: &Config) -> Result<Vec<TenantConfig>, 
         .collect())
 }
 
-/// Binds the listen address and serves until `shutdown` completes.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), AppError> {
+/// Re-reads the configuration with `resolve` and applies its tenants to `exporter`; logs and
+/// returns what changed. The demo's tenants are fixed.
+fn reload(
+    exporter: &Exporter,
+    demo: bool,
+    resolve: &(dyn Fn() -> Result<Config, String> + Send + Sync),
+) -> Result<String, String> {
+    if demo {
+        return Err("the demo's tenants are fixed; nothing to reload".into());
+    }
+    let result = resolve().and_then(|config| exporter.reload(&config.tenants));
+    match &result {
+        Ok(summary) => tracing::info!(
+            added = ?summary.added,
+            changed = ?summary.changed,
+            removed = ?summary.removed,
+            kept = summary.kept,
+            "Reloaded the configuration"
+        ),
+        Err(error) => tracing::error!(%error, "Reload failed; keeping the current configuration"),
+    }
+    result.map(|summary| format!("{summary:?}"))
+}
+
+/// Binds the listen address and serves until `shutdown` completes. `resolve` re-reads the
+/// configuration for SIGHUP and POST /-/reload.
+pub async fn serve(
+    config: Config,
+    resolve: impl Fn() -> Result<Config, String> + Send + Sync + 'static,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AppError> {
     let setup = setup(&config).await?;
     let listener = TcpListener::bind(&config.listen_address)
         .await
@@ -86,11 +119,33 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         tenants = setup.exporter.tenants().len(),
         "Listening"
     );
+    let resolve: Arc<dyn Fn() -> Result<Config, String> + Send + Sync> = Arc::new(resolve);
+    let reloader: Reloader = {
+        let exporter = Arc::clone(&setup.exporter);
+        let resolve = Arc::clone(&resolve);
+        let demo = config.demo;
+        Arc::new(move || reload(&exporter, demo, resolve.as_ref()))
+    };
+    #[cfg(unix)]
+    let hangups = {
+        let reloader = Arc::clone(&reloader);
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("Received SIGHUP");
+                let _ = reloader();
+            }
+        })
+    };
     let options = ServerOptions {
         telemetry_path: config.telemetry_path.clone(),
         default_scrape_timeout: config.scrape_timeout,
+        reloader: config.enable_lifecycle.then_some(reloader),
     };
     server::run(listener, setup.exporter, options, shutdown).await;
+    #[cfg(unix)]
+    hangups.abort();
     tracing::info!("Stopped");
     Ok(())
 }
@@ -100,12 +155,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
 pub async fn check(config: Config) -> Result<String, AppError> {
     let setup = setup(&config).await?;
     let mut failures = Vec::new();
-    for tenant in setup.exporter.tenants() {
+    for tenant in setup.exporter.tenants().iter() {
         if let Err(error) = tenant.refresh().await {
             failures.push(format!("tenant {}: {error}", tenant.name()));
         }
     }
-    let text = String::from_utf8_lossy(&setup.exporter.render()).into_owned();
+    let text = String::from_utf8_lossy(&setup.exporter.snapshot().plain()).into_owned();
     if failures.is_empty() {
         Ok(text)
     } else {

@@ -158,6 +158,14 @@ pub struct Flags {
     )]
     pub log_format: LogFormat,
 
+    /// How many tenants may refresh at once (each refresh makes about three requests).
+    #[arg(long = "refresh.concurrency", default_value = "8", value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub refresh_concurrency: u16,
+
+    /// Enable POST /-/reload, which re-reads --config.file like SIGHUP does.
+    #[arg(long = "web.enable-lifecycle", global = true)]
+    pub enable_lifecycle: bool,
+
     /// Serve two demo tenants from an embedded fake Microsoft Graph: no credentials needed.
     #[arg(long = "demo", global = true)]
     pub demo: bool,
@@ -185,6 +193,10 @@ pub struct Config {
     pub ca_pem: Option<Vec<u8>>,
     /// Largest report body accepted.
     pub max_report_size: u64,
+    /// How many refreshes may run at once.
+    pub refresh_concurrency: usize,
+    /// POST /-/reload is enabled.
+    pub enable_lifecycle: bool,
     /// The tenants; empty with `demo`, whose tenants exist only once the fake Graph runs.
     pub tenants: Vec<TenantConfig>,
     /// Run against the embedded fake Graph.
@@ -194,7 +206,7 @@ pub struct Config {
 }
 
 /// One tenant, fully resolved.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TenantConfig {
     /// The `tenant` label value.
     pub name: String,
@@ -375,6 +387,8 @@ impl Config {
             scrape_timeout: flags.scrape_timeout,
             ca_pem,
             max_report_size: flags.max_report_size,
+            refresh_concurrency: flags.refresh_concurrency.into(),
+            enable_lifecycle: flags.enable_lifecycle,
             tenants: Vec::new(),
             demo: flags.demo,
             demo_cache_ttl: cache_ttl.unwrap_or(MIN_CACHE_TTL),

@@ -1,62 +1,147 @@
 //! The set of tenants and the scrape flow: "make sure you are fresh, but do not make me wait past
-//! my deadline", then render.
+//! my deadline", then serve the body from [`crate::exposition`].
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::config::TenantConfig;
+use crate::exposition::{Exposition, Snapshot};
 use crate::metrics::Metrics;
-use crate::tenant::Tenant;
+use crate::tenant::{Shared, Tenant};
 
 /// Every tenant, with the exporter's metrics.
 pub struct Exporter {
-    /// The tenants, in configuration order.
-    tenants: Vec<Arc<Tenant>>,
+    /// The tenants, in configuration order; replaced whole by a reload.
+    tenants: RwLock<Arc<Vec<Arc<Tenant>>>>,
     /// Self-metrics and HELP texts.
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
+    /// What every tenant shares: the outbound client, the refresh slots, the generation.
+    shared: Shared,
+    /// The largest report body accepted.
+    max_report_size: u64,
+    /// The body as served, rebuilt only when the generation moves.
+    exposition: Exposition,
+}
+
+fn ttl_text(configs: &[TenantConfig]) -> String {
+    match configs.first() {
+        Some(first) if configs.iter().all(|c| c.cache_ttl == first.cache_ttl) => {
+            humantime::format_duration(first.cache_ttl).to_string()
+        }
+        _ => "the tenant's cache_ttl".to_owned(),
+    }
+}
+
+/// What a reload changed, for its log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Tenants that are new.
+    pub added: Vec<String>,
+    /// Tenants whose configuration changed: they start afresh.
+    pub changed: Vec<String>,
+    /// Tenants that are gone, with their series.
+    pub removed: Vec<String>,
+    /// Tenants kept as they were, cache and all.
+    pub kept: usize,
 }
 
 impl Exporter {
-    /// Builds the tenants; `http` is the shared outbound client. Nothing is fetched yet.
+    /// Builds the tenants; `http` is the shared outbound client, `concurrency` the number of
+    /// refreshes that may run at once across tenants. Nothing is fetched yet.
     pub fn new(
         configs: &[TenantConfig],
         http: reqwest::Client,
         max_report_size: u64,
+        concurrency: usize,
     ) -> Result<Exporter, String> {
-        let ttl = match configs.first() {
-            Some(first) if configs.iter().all(|c| c.cache_ttl == first.cache_ttl) => {
-                humantime::format_duration(first.cache_ttl).to_string()
-            }
-            _ => "the tenant's cache_ttl".to_owned(),
+        let metrics = Arc::new(Metrics::new(&ttl_text(configs)));
+        let shared = Shared {
+            http,
+            refresh_slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            generation: Arc::new(AtomicU64::new(0)),
         };
-        let metrics = Metrics::new(&ttl);
         let tenants = configs
             .iter()
-            .map(|config| {
-                Tenant::new(
-                    config,
-                    http.clone(),
-                    max_report_size,
-                    metrics.tenant(&config.name),
-                )
-                .map(Arc::new)
-                .map_err(|e| format!("tenant {}: {e}", config.name))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Exporter { tenants, metrics })
+            .map(|config| Self::build_tenant(config, &shared, &metrics, max_report_size))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Exporter {
+            tenants: RwLock::new(Arc::new(tenants)),
+            metrics,
+            shared,
+            max_report_size,
+            exposition: Exposition::default(),
+        })
+    }
+
+    fn build_tenant(
+        config: &TenantConfig,
+        shared: &Shared,
+        metrics: &Metrics,
+        max_report_size: u64,
+    ) -> Result<Arc<Tenant>, String> {
+        Tenant::new(
+            config,
+            shared.clone(),
+            max_report_size,
+            metrics.tenant(&config.name),
+        )
+        .map(Arc::new)
+        .map_err(|e| format!("tenant {}: {e}", config.name))
     }
 
     /// The tenants.
-    pub fn tenants(&self) -> &[Arc<Tenant>] {
-        &self.tenants
+    pub fn tenants(&self) -> Arc<Vec<Arc<Tenant>>> {
+        Arc::clone(&self.tenants.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Replaces the tenant list: unchanged tenants keep their cache and state, changed ones
+    /// start afresh, removed ones disappear from /metrics. All or nothing: on an error nothing
+    /// changes.
+    pub fn reload(&self, configs: &[TenantConfig]) -> Result<ReloadSummary, String> {
+        let current = self.tenants();
+        let mut summary = ReloadSummary::default();
+        let mut next = Vec::with_capacity(configs.len());
+        for config in configs {
+            match current.iter().find(|t| t.name() == config.name) {
+                Some(tenant) if tenant.config() == config => {
+                    summary.kept += 1;
+                    next.push(Arc::clone(tenant));
+                }
+                found => {
+                    let list = if found.is_some() {
+                        &mut summary.changed
+                    } else {
+                        &mut summary.added
+                    };
+                    list.push(config.name.clone());
+                    next.push(Self::build_tenant(
+                        config,
+                        &self.shared,
+                        &self.metrics,
+                        self.max_report_size,
+                    )?);
+                }
+            }
+        }
+        for tenant in current.iter() {
+            if !configs.iter().any(|c| c.name == tenant.name()) {
+                summary.removed.push(tenant.name().to_owned());
+                self.metrics.remove_tenant(tenant.name());
+            }
+        }
+        *self.tenants.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        Ok(summary)
     }
 
     /// Refreshes the tenants whose reports are stale, waiting for them at most until
-    /// `wait_until`, then renders /metrics from whatever is cached by then.
-    pub async fn scrape(&self, wait_until: Instant) -> Vec<u8> {
+    /// `wait_until`, then returns the body from whatever is cached by then.
+    pub async fn scrape(&self, wait_until: Instant) -> Arc<Snapshot> {
         let running: Vec<_> = self
-            .tenants
+            .tenants()
             .iter()
             .filter_map(|t| t.ensure_fresh())
             .collect();
@@ -70,17 +155,27 @@ impl Exporter {
                 break;
             }
         }
-        self.render()
+        self.snapshot()
     }
 
-    /// Renders /metrics from the cache, without refreshing anything.
-    pub fn render(&self) -> Vec<u8> {
-        let cached: Vec<_> = self.tenants.iter().filter_map(|t| t.cached()).collect();
-        self.metrics.render(cached.iter().map(|c| &c.samples))
+    /// The body from the cache, without refreshing anything.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        // Read the generation first: a refresh landing meanwhile is at worst rendered early and
+        // rendered again at the next scrape.
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        self.exposition.snapshot(
+            generation,
+            || {
+                let cached: Vec<_> = self.tenants().iter().filter_map(|t| t.cached()).collect();
+                self.metrics
+                    .render_cached(cached.iter().map(|c| &c.samples))
+            },
+            || self.metrics.render_process(),
+        )
     }
 
     /// Every tenant has loaded a report at least once.
     pub fn ready(&self) -> bool {
-        self.tenants.iter().all(|t| t.cached().is_some())
+        self.tenants().iter().all(|t| t.cached().is_some())
     }
 }

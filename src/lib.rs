@@ -10,7 +10,10 @@
 //! - [`report`]: the CSV parser; pure, strict where it matters, lenient where Graph varies.
 //! - [`tenant`]: one tenant's cache and its state machine (TTL, single flight, Retry-After, backoff).
 //! - [`metrics`]: the exposition: report gauges encoded once per refresh, plus self-metrics.
-//! - [`exporter`]: all tenants, and the scrape flow (refresh what is stale, within the deadline).
+//! - [`exporter`]: all tenants, and the scrape flow (refresh what is stale, within the deadline);
+//!   reloads of the tenant list.
+//! - [`exposition`]: the /metrics body, rebuilt only when a refresh changed it; gzip composed
+//!   from a once-per-refresh deflate of the stable part.
 //! - [`server`]: the HTTP server: landing page, /metrics, health, readiness, graceful shutdown.
 //! - [`app`]: wiring for `serve` and `check`, and the demo.
 //! - [`fake_graph`]: a faithful fake of Entra ID, Graph and the download host, over TLS, for the
@@ -26,6 +29,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod exporter;
+pub mod exposition;
 pub mod fake_graph;
 pub mod graph;
 pub mod http_client;

@@ -28,7 +28,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            None => app::serve(config, app::shutdown_signal()).await,
+            None => {
+                let flags = cli.flags;
+                let resolve = move || {
+                    config::Config::resolve(&flags, &|key| std::env::var(key).ok())
+                        .map_err(|e| e.to_string())
+                };
+                app::serve(config, resolve, app::shutdown_signal()).await
+            }
             Some(config::Command::Check) => app::check(config).await.map(|text| print!("{text}")),
         }
     });

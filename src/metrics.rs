@@ -15,7 +15,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::error::Error;
+use crate::error::{Error, Stage, REASONS};
 use crate::report::ActivationReport;
 
 /// The Content-Type of /metrics: exactly the text encoder's.
@@ -90,8 +90,10 @@ pub fn encode_report(tenant: &str, report: &ActivationReport) -> ReportSamples {
 
 /// The self-metrics of one exporter, and the HELP texts of the report gauges.
 pub struct Metrics {
-    /// Holds every self-metric and the process collector.
+    /// Holds the self-metrics, which change only when a refresh starts or ends.
     registry: Registry,
+    /// Holds the process collector, whose values change all the time.
+    process: Registry,
     /// `office365_activations_up{tenant}`.
     up: GaugeVec,
     /// `office365_activations_last_refresh_success_timestamp_seconds{tenant}`.
@@ -162,8 +164,9 @@ impl Metrics {
             &["version", "revision"],
         ).unwrap());
         build_info.with_label_values(&[VERSION, REVISION]).set(1.0);
+        let process = Registry::new();
         #[cfg(target_os = "linux")]
-        registry
+        process
             .register(Box::new(
                 prometheus::process_collector::ProcessCollector::for_self(),
             ))
@@ -177,6 +180,7 @@ impl Metrics {
         ];
         Metrics {
             registry,
+            process,
             up,
             last_success,
             refreshes,
@@ -202,8 +206,28 @@ impl Metrics {
         }
     }
 
-    /// The whole /metrics body: every tenant's report gauges, then the self-metrics.
-    pub fn render<'a>(&self, reports: impl Iterator<Item = &'a ReportSamples> + Clone) -> Vec<u8> {
+    /// Forgets every series of a tenant that left the configuration.
+    pub fn remove_tenant(&self, name: &str) {
+        let _ = self.up.remove_label_values(&[name]);
+        let _ = self.last_success.remove_label_values(&[name]);
+        let _ = self.refreshes.remove_label_values(&[name]);
+        let _ = self.redirect_latency.remove_label_values(&[name]);
+        let _ = self.refresh_duration.remove_label_values(&[name]);
+        for stage in [Stage::Token, Stage::Report, Stage::Download, Stage::Parse] {
+            for reason in REASONS {
+                let _ = self
+                    .fetch_errors
+                    .remove_label_values(&[name, stage.as_str(), reason]);
+            }
+        }
+    }
+
+    /// The part of /metrics that changes only with refreshes: every tenant's report gauges,
+    /// then the self-metrics.
+    pub fn render_cached<'a>(
+        &self,
+        reports: impl Iterator<Item = &'a ReportSamples> + Clone,
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
         for (i, name) in REPORT_FAMILIES.iter().enumerate() {
             let mut lines = reports
@@ -225,6 +249,15 @@ impl Metrics {
         }
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
+            .expect("encoding into a Vec cannot fail");
+        out
+    }
+
+    /// The process_* metrics (CPU, memory, file descriptors), which change all the time.
+    pub fn render_process(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(2048);
+        TextEncoder::new()
+            .encode(&self.process.gather(), &mut out)
             .expect("encoding into a Vec cannot fail");
         out
     }
@@ -325,7 +358,7 @@ mod tests {
         };
         let a = encode_report("a", &report(1));
         let b = encode_report("b", &report(2));
-        let text = String::from_utf8(metrics.render([&a, &b].into_iter())).unwrap();
+        let text = String::from_utf8(metrics.render_cached([&a, &b].into_iter())).unwrap();
         assert_eq!(
             text.matches("# TYPE office365_activations_assigned_users gauge")
                 .count(),

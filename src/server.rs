@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -20,15 +20,21 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::exporter::Exporter;
+use crate::exposition::accepts_gzip;
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, VERSION};
 
+/// Re-reads the configuration and applies it; `Ok` says what changed.
+pub type Reloader = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
 /// How the server answers.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServerOptions {
     /// Where metrics are served (`/metrics`).
     pub telemetry_path: String,
     /// The scrape deadline when the scraper sends no X-Prometheus-Scrape-Timeout-Seconds.
     pub default_scrape_timeout: Duration,
+    /// Serves POST /-/reload when set (`--web.enable-lifecycle`).
+    pub reloader: Option<Reloader>,
 }
 
 /// Open connections get this long to finish after shutdown begins.
@@ -117,6 +123,9 @@ async fn handle(
     options: &ServerOptions,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/-/reload" {
+        return reload(options, request.method());
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut answer = response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -134,8 +143,25 @@ async fn handle(
             request.headers().get("x-prometheus-scrape-timeout-seconds"),
             options.default_scrape_timeout,
         );
-        let body = exporter.scrape(Instant::now() + budget).await;
-        return response(StatusCode::OK, METRICS_CONTENT_TYPE, body);
+        let snapshot = exporter.scrape(Instant::now() + budget).await;
+        let gzip = request
+            .headers()
+            .get(ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(accepts_gzip);
+        let mut answer = if gzip {
+            let mut answer = response(StatusCode::OK, METRICS_CONTENT_TYPE, snapshot.gzip());
+            answer
+                .headers_mut()
+                .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            answer
+        } else {
+            response(StatusCode::OK, METRICS_CONTENT_TYPE, snapshot.plain())
+        };
+        answer
+            .headers_mut()
+            .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        return answer;
     }
     match path {
         "/" => response(StatusCode::OK, "text/html; charset=utf-8", landing_page(exporter, &options.telemetry_path)),
@@ -143,6 +169,33 @@ async fn handle(
         "/-/ready" if exporter.ready() => response(StatusCode::OK, "text/plain; charset=utf-8", "Ready\n"),
         "/-/ready" => response(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "Not ready: not every tenant has loaded its report yet (reports load at the first scrape)\n"),
         _ => response(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found\n"),
+    }
+}
+
+/// POST /-/reload, when `--web.enable-lifecycle` allows it.
+fn reload(options: &ServerOptions, method: &Method) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let Some(reloader) = &options.reloader else {
+        return response(
+            StatusCode::FORBIDDEN,
+            TEXT,
+            "Lifecycle API is not enabled: start with --web.enable-lifecycle\n",
+        );
+    };
+    if method != Method::POST && method != Method::PUT {
+        let mut answer = response(StatusCode::METHOD_NOT_ALLOWED, TEXT, "Use POST\n");
+        answer
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST, PUT"));
+        return answer;
+    }
+    match reloader() {
+        Ok(summary) => response(StatusCode::OK, TEXT, format!("Reloaded: {summary}\n")),
+        Err(error) => response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            TEXT,
+            format!("Reload failed, configuration unchanged: {error}\n"),
+        ),
     }
 }
 
@@ -163,7 +216,7 @@ fn escape_html(text: &str) -> String {
 
 fn landing_page(exporter: &Exporter, telemetry_path: &str) -> String {
     let mut rows = String::new();
-    for tenant in exporter.tenants() {
+    for tenant in exporter.tenants().iter() {
         let status = tenant.status();
         let (products, date, fetched) = match &status.report {
             Some(cached) => (

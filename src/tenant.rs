@@ -6,10 +6,11 @@
 //! meantime gets the same receiver (single flight). The refresh runs to its end even if the
 //! scrape that started it gives up. A failed refresh keeps the last good report.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::TenantConfig;
@@ -24,6 +25,22 @@ use crate::report::{self, ActivationReport};
 pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
 /// Backoff never exceeds this (nor the TTL), so a fixed problem is noticed soon.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// A fresh report is refreshed somewhat before its TTL ends, by up to this fraction of the TTL
+/// (at random), so tenants loaded together do not all expire in the same second.
+pub const TTL_JITTER: f64 = 0.1;
+
+/// What all tenants of an exporter share.
+#[derive(Clone)]
+pub struct Shared {
+    /// The outbound client: one connection pool per host for all tenants.
+    pub http: reqwest::Client,
+    /// Bounds how many refreshes run at once, so a thousand tenants expiring together do not
+    /// open a thousand connections or spend Graph's budget in one burst.
+    pub refresh_slots: Arc<Semaphore>,
+    /// Bumped whenever a refresh starts or ends: the exposition is rebuilt only when it moves.
+    pub generation: Arc<AtomicU64>,
+}
 
 /// A report as served, with when it was fetched.
 #[derive(Debug)]
@@ -51,8 +68,8 @@ pub struct Status {
 struct State {
     /// The last good report: replaced only by a newer good one, never cleared.
     report: Option<Arc<CachedReport>>,
-    /// When `report` was fetched: the TTL counts from here.
-    fetched_at: Option<Instant>,
+    /// When `report` goes stale: fetched + TTL, less jitter.
+    expires_at: Option<Instant>,
     /// No request to Graph before this instant (Retry-After, or backoff after a failure).
     not_before: Option<Instant>,
     /// Failures since the last success, for the exponential backoff.
@@ -71,8 +88,10 @@ pub struct Tenant {
     name: String,
     /// How long a report is served before a scrape refreshes it.
     ttl: Duration,
-    /// The shared outbound client.
-    http: reqwest::Client,
+    /// The configuration it was built from, to tell on reload whether it changed.
+    config: TenantConfig,
+    /// What all tenants share.
+    shared: Shared,
     /// This tenant's token, reused until shortly before it expires.
     token: TokenCache,
     /// Requests and downloads the report.
@@ -107,7 +126,7 @@ impl Tenant {
     /// A tenant from its configuration; nothing is fetched until the first scrape.
     pub fn new(
         config: &TenantConfig,
-        http: reqwest::Client,
+        shared: Shared,
         max_report_size: u64,
         metrics: TenantMetrics,
     ) -> Result<Tenant, String> {
@@ -126,12 +145,13 @@ impl Tenant {
             name: config.name.clone(),
             ttl: config.cache_ttl,
             graph: GraphClient::new(
-                http.clone(),
+                shared.http.clone(),
                 &config.graph_endpoint,
                 &config.api_version,
                 max_report_size,
             ),
-            http,
+            config: config.clone(),
+            shared,
             token: TokenCache::new(Box::new(credential)),
             metrics,
             state: Mutex::new(State::default()),
@@ -141,6 +161,11 @@ impl Tenant {
     /// The `tenant` label value.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &TenantConfig {
+        &self.config
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -172,7 +197,7 @@ impl Tenant {
         if let Some(running) = &state.inflight {
             return Some(running.clone());
         }
-        let fresh = state.fetched_at.is_some_and(|at| now < at + self.ttl);
+        let fresh = state.expires_at.is_some_and(|at| now < at);
         let held_back = state.not_before.is_some_and(|t| now < t);
         if fresh || held_back {
             return None;
@@ -183,6 +208,8 @@ impl Tenant {
         let tenant = Arc::clone(self);
         tokio::spawn(async move {
             let _guard = InflightGuard(&tenant);
+            // Closed only if the exporter is going away; then refreshing anyway is harmless.
+            let _slot = tenant.shared.refresh_slots.acquire().await.ok();
             let _ = tenant.refresh().await;
             drop(done);
         });
@@ -194,11 +221,12 @@ impl Tenant {
     pub async fn refresh(&self) -> Result<(), Error> {
         let started = Instant::now();
         self.metrics.refresh_started();
+        self.shared.generation.fetch_add(1, Ordering::Release);
         let result = self.fetch().await;
         let took = started.elapsed();
         let now = Instant::now();
         let mut state = self.state();
-        match result {
+        let outcome = match result {
             Ok((report, redirect_latency)) => {
                 tracing::info!(
                     tenant = %self.name,
@@ -213,7 +241,8 @@ impl Tenant {
                     report,
                     fetched,
                 }));
-                state.fetched_at = Some(now);
+                let jitter = self.ttl.mul_f64(TTL_JITTER * fastrand::f64());
+                state.expires_at = Some(now + self.ttl - jitter);
                 state.not_before = None;
                 state.failures = 0;
                 state.up = true;
@@ -241,14 +270,17 @@ impl Tenant {
                 self.metrics.refresh_failed(&error, took);
                 Err(error)
             }
-        }
+        };
+        // The exposition is rebuilt once it sees the generation move.
+        self.shared.generation.fetch_add(1, Ordering::Release);
+        outcome
     }
 
     /// Token, report, download, parse; a Graph 401 drops the token and tries once more.
     async fn fetch(&self) -> Result<(ActivationReport, Option<Duration>), Error> {
         let mut retried = false;
         loop {
-            let token = self.token.token(&self.http).await?;
+            let token = self.token.token(&self.shared.http).await?;
             match self.graph.fetch_report(&token).await {
                 Err(error) if error.is_unauthorized_token() && !retried => {
                     tracing::debug!(tenant = %self.name, "Graph refused the token; fetching a new one");

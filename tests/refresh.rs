@@ -175,14 +175,15 @@ async fn the_cache_is_served_until_the_ttl_passes() {
         date(),
         vec![product("MICROSOFT 365 APPS FOR ENTERPRISE", 3000, 2000, 5)],
     );
-    advance(Duration::from_secs(299)).await;
+    // Expiry is jittered into the last 10% of the TTL, never later.
+    advance(Duration::from_secs(269)).await;
     let m = h.scrape().await;
     assert_eq!(h.stats(0).report_requests, 1, "cached within the TTL");
     assert_eq!(
         m.activated("contoso", "MICROSOFT 365 APPS FOR ENTERPRISE"),
         Some(1710.0)
     );
-    advance(Duration::from_secs(1)).await;
+    advance(Duration::from_secs(31)).await;
     let m = h.scrape().await;
     assert_eq!(
         h.stats(0).report_requests,

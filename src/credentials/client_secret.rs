@@ -17,7 +17,7 @@ use crate::error::{parse_retry_after, Error, RequestIds, Stage, TokenRejection};
 use crate::http_client::{read_capped, snippet, transport_error, ERROR_BODY_LIMIT};
 
 /// Where the secret is read from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretSource {
     /// Given at start (env `AZURE_CLIENT_SECRET`).
     Value(Secret),

@@ -80,6 +80,7 @@ pub struct Options {
     pub ttl: Duration,
     pub max_report_size: u64,
     pub scrape_timeout: Duration,
+    pub concurrency: usize,
     pub fake: FakeGraphOptions,
 }
 
@@ -90,6 +91,7 @@ impl Default for Options {
             ttl: TTL,
             max_report_size: 8 << 20,
             scrape_timeout: Duration::from_secs(10),
+            concurrency: 8,
             fake: FakeGraphOptions::default(),
         }
     }
@@ -141,7 +143,9 @@ impl Harness {
             })
             .collect();
         let http = http_client::build(Some(fake.ca_pem().as_bytes())).unwrap();
-        let exporter = Arc::new(Exporter::new(&configs, http, options.max_report_size).unwrap());
+        let exporter = Arc::new(
+            Exporter::new(&configs, http, options.max_report_size, options.concurrency).unwrap(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -151,6 +155,7 @@ impl Harness {
             ServerOptions {
                 telemetry_path: "/metrics".into(),
                 default_scrape_timeout: options.scrape_timeout,
+                reloader: None,
             },
             async {
                 let _ = stopped.await;

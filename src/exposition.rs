@@ -1,0 +1,237 @@
+//! The /metrics body as served, built as rarely as possible.
+//!
+//! Almost all of the body (report gauges and self-metrics) changes only when a refresh starts or
+//! ends; each such change bumps a generation number. A [`Snapshot`] keeps that stable part for
+//! its generation, plus the small live part (process_* metrics), rebuilt at most once per
+//! [`LIVE_TTL`]. A cached scrape therefore costs an `Arc` clone.
+//!
+//! Gzip is composed, not recomputed: the stable part is deflated once per generation and
+//! sync-flushed (byte-aligned, not final); each snapshot appends the live part as its own final
+//! deflate block sequence and a trailer whose CRC-32 is combined from the two parts. The result is
+//! one ordinary gzip member, so any client decodes it.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use flate2::write::DeflateEncoder;
+use flate2::Compression;
+use tokio::time::Instant;
+
+/// The live part (process_* metrics) is rebuilt at most this often.
+pub const LIVE_TTL: Duration = Duration::from_secs(1);
+
+/// The stable part of the body for one generation.
+struct Stable {
+    /// The generation it was rendered for.
+    generation: u64,
+    /// The text.
+    plain: Bytes,
+    /// Its raw deflate stream, sync-flushed, and its CRC-32; made at the first gzip scrape.
+    deflated: OnceLock<(Bytes, crc32fast::Hasher)>,
+}
+
+/// One servable body.
+pub struct Snapshot {
+    /// The stable part it is built on.
+    stable: Arc<Stable>,
+    /// When the live part was rendered.
+    built_at: Instant,
+    /// The live part's text.
+    live: Bytes,
+    /// The whole text.
+    plain: Bytes,
+    /// The whole body gzip-encoded; made at the first gzip scrape of this snapshot.
+    gzip: OnceLock<Bytes>,
+}
+
+impl Snapshot {
+    /// The body as text.
+    pub fn plain(&self) -> Bytes {
+        self.plain.clone()
+    }
+
+    /// The body gzip-encoded.
+    pub fn gzip(&self) -> Bytes {
+        self.gzip
+            .get_or_init(|| compose_gzip(&self.stable, &self.live))
+            .clone()
+    }
+}
+
+/// Keeps the latest snapshot.
+#[derive(Default)]
+pub struct Exposition {
+    /// The latest snapshot; the lock is held while rendering, never across an `.await`.
+    latest: Mutex<Option<Arc<Snapshot>>>,
+}
+
+impl Exposition {
+    /// A snapshot for `generation`: the cached one if it is of that generation and its live
+    /// part is recent, else a new one (reusing the stable part when the generation is the same).
+    pub fn snapshot(
+        &self,
+        generation: u64,
+        render_stable: impl FnOnce() -> Vec<u8>,
+        render_live: impl FnOnce() -> Vec<u8>,
+    ) -> Arc<Snapshot> {
+        let now = Instant::now();
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(snapshot) = latest.as_ref() {
+            if snapshot.stable.generation == generation && now < snapshot.built_at + LIVE_TTL {
+                return Arc::clone(snapshot);
+            }
+        }
+        let stable = match latest.as_ref() {
+            Some(snapshot) if snapshot.stable.generation == generation => {
+                Arc::clone(&snapshot.stable)
+            }
+            _ => Arc::new(Stable {
+                generation,
+                plain: render_stable().into(),
+                deflated: OnceLock::new(),
+            }),
+        };
+        let live = Bytes::from(render_live());
+        let mut plain = Vec::with_capacity(stable.plain.len() + live.len());
+        plain.extend_from_slice(&stable.plain);
+        plain.extend_from_slice(&live);
+        let snapshot = Arc::new(Snapshot {
+            stable,
+            built_at: now,
+            live,
+            plain: plain.into(),
+            gzip: OnceLock::new(),
+        });
+        *latest = Some(Arc::clone(&snapshot));
+        snapshot
+    }
+}
+
+/// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
+
+fn compose_gzip(stable: &Stable, live: &[u8]) -> Bytes {
+    let (prefix, stable_crc) = stable.deflated.get_or_init(|| {
+        let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
+        encoder
+            .write_all(&stable.plain)
+            .and_then(|()| encoder.flush())
+            .expect("deflating into a Vec cannot fail");
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&stable.plain);
+        (Bytes::from(encoder.get_ref().clone()), crc)
+    });
+    let mut tail = DeflateEncoder::new(Vec::new(), Compression::fast());
+    tail.write_all(live)
+        .expect("deflating into a Vec cannot fail");
+    let tail = tail.finish().expect("deflating into a Vec cannot fail");
+    let mut crc = stable_crc.clone();
+    let mut live_crc = crc32fast::Hasher::new();
+    live_crc.update(live);
+    crc.combine(&live_crc);
+    let size = (stable.plain.len() + live.len()) as u32;
+    let mut out = Vec::with_capacity(GZIP_HEADER.len() + prefix.len() + tail.len() + 8);
+    out.extend_from_slice(&GZIP_HEADER);
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&tail);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    // ISIZE: the length modulo 2^32, as RFC 1952 says.
+    out.extend_from_slice(&size.to_le_bytes());
+    out.into()
+}
+
+/// True when an Accept-Encoding header value accepts gzip (with a non-zero quality).
+pub fn accepts_gzip(accept_encoding: &str) -> bool {
+    accept_encoding.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let zero_q = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !zero_q
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gunzip(body: &[u8]) -> Vec<u8> {
+        // A single-member decoder: the composed body must be one ordinary gzip member.
+        let mut decoder = flate2::read::GzDecoder::new(body);
+        let mut out = Vec::new();
+        decoder.read_to_end(&mut out).expect("valid gzip");
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn composed_gzip_decodes_to_the_plain_body() {
+        let exposition = Exposition::default();
+        let stable: Vec<u8> = (0..20_000)
+            .flat_map(|i| format!("metric{{tenant=\"t{i}\"}} {i}\n").into_bytes())
+            .collect();
+        for live in [&b"process_cpu_seconds_total 1.5\n"[..], b""] {
+            let snapshot =
+                exposition.snapshot(live.len() as u64, || stable.clone(), || live.to_vec());
+            let gz = snapshot.gzip();
+            assert!(gz.len() < snapshot.plain().len() / 4, "compresses");
+            assert_eq!(gunzip(&gz), snapshot.plain().to_vec());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stable_part_is_rendered_once_per_generation_and_live_part_once_per_second() {
+        let exposition = Exposition::default();
+        let stable_renders = std::cell::Cell::new(0);
+        let live_renders = std::cell::Cell::new(0);
+        let take = |generation| {
+            exposition.snapshot(
+                generation,
+                || {
+                    stable_renders.set(stable_renders.get() + 1);
+                    format!("gen {generation}\n").into_bytes()
+                },
+                || {
+                    live_renders.set(live_renders.get() + 1);
+                    format!("live {}\n", live_renders.get()).into_bytes()
+                },
+            )
+        };
+        let first = take(1);
+        let again = take(1);
+        assert!(Arc::ptr_eq(&first, &again), "cached");
+        assert_eq!((stable_renders.get(), live_renders.get()), (1, 1));
+        tokio::time::advance(LIVE_TTL).await;
+        let later = take(1);
+        assert_eq!(
+            (stable_renders.get(), live_renders.get()),
+            (1, 2),
+            "only the live part again"
+        );
+        assert_eq!(&later.plain()[..], b"gen 1\nlive 2\n");
+        assert_eq!(gunzip(&later.gzip()), later.plain().to_vec());
+        let next = take(2);
+        assert_eq!(
+            (stable_renders.get(), live_renders.get()),
+            (2, 3),
+            "a new generation renders"
+        );
+        assert_eq!(&next.plain()[..], b"gen 2\nlive 3\n");
+    }
+
+    #[test]
+    fn accept_encoding_is_parsed() {
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip("identity, gzip;q=0.5"));
+        assert!(accepts_gzip("GZIP"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("deflate, br"));
+        assert!(!accepts_gzip(""));
+    }
+}
