@@ -325,3 +325,98 @@ async fn demo_serves_and_stops_gracefully_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_and_keeps_other_tenants() {
+    let mut options = FakeGraphOptions::default();
+    for i in 0..2 {
+        options.tenants.push(FakeTenant::new(
+            tenant_id(i),
+            client_id(i),
+            SECRET,
+            ReportData::Fixed {
+                refresh_date: date(),
+                products: default_products(),
+            },
+        ));
+    }
+    let fake = FakeGraph::start(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, fake.ca_pem()).unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    let config = dir.path().join("config.yml");
+    let tenant = |name: &str, i: usize| {
+        format!(
+            "  - name: {name}\n    tenant_id: {}\n    client_id: {}\n    client_secret_file: {}\n",
+            tenant_id(i),
+            client_id(i),
+            secret.display()
+        )
+    };
+    let header = format!(
+        "graph_endpoint: {}\nauthority_host: {}\ntenants:\n",
+        fake.graph_endpoint(),
+        fake.authority_host()
+    );
+    std::fs::write(&config, format!("{header}{}", tenant("contoso", 0))).unwrap();
+    let mut child = Command::new(binary())
+        .args([
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--config.file",
+            config.to_str().unwrap(),
+            "--tls.ca-file",
+            ca.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let address = listening_address(&mut child).await;
+    let scrape = || async {
+        Metrics::parse(
+            &reqwest::get(format!("http://{address}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+    };
+    assert_eq!(scrape().await.up("contoso"), Some(1.0));
+
+    // A broken file is refused and changes nothing.
+    std::fs::write(&config, "tenants: [").unwrap();
+    let pid = child.id().unwrap().to_string();
+    let hup = || {
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success())
+    };
+    hup();
+    std::fs::write(
+        &config,
+        format!("{header}{}{}", tenant("contoso", 0), tenant("fabrikam", 1)),
+    )
+    .unwrap();
+    hup();
+    let mut m = scrape().await;
+    for _ in 0..200 {
+        if m.up("fabrikam").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m = scrape().await;
+    }
+    assert_eq!(m.up("fabrikam"), Some(1.0), "{}", m.text);
+    assert_eq!(m.up("contoso"), Some(1.0));
+    assert_eq!(
+        fake.stats(&tenant_id(0)).report_requests,
+        1,
+        "contoso kept its cache across reloads"
+    );
+}

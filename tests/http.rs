@@ -108,3 +108,21 @@ fn promtool_does_catch_bad_exposition() {
     let (ok, said) = promtool_check("# HELP x_seconds X.\n# TYPE x_seconds counter\nx_seconds 1\n");
     assert!(!ok || !said.trim().is_empty(), "{said}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn reload_endpoint_is_off_unless_enabled() {
+    let h = Harness::start().await;
+    let response = h
+        .client
+        .post(format!("{}/-/reload", h.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("--web.enable-lifecycle"));
+    h.stop().await;
+}

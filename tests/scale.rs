@@ -1,0 +1,193 @@
+//! What keeps one process serving many tenants: gzip composed once per refresh, bounded refresh
+//! concurrency, reloading the tenant list without losing other tenants' data.
+
+mod common;
+
+use std::io::Read;
+use std::time::Duration;
+
+use common::*;
+use office365_activations_exporter::config::TenantConfig;
+use tokio::time::advance;
+
+#[tokio::test(start_paused = true)]
+async fn gzip_is_served_when_accepted_and_decodes_to_the_plain_body() {
+    let h = Harness::with(Options {
+        tenants: 2,
+        ..Options::default()
+    })
+    .await;
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let plain = raw.get(format!("{}/metrics", h.base)).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.headers()["vary"], "Accept-Encoding");
+    let plain = plain.bytes().await.unwrap();
+    let gz = raw
+        .get(format!("{}/metrics", h.base))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    assert_eq!(gz.headers()["content-type"], "text/plain; version=0.0.4");
+    let gz = gz.bytes().await.unwrap();
+    assert!(
+        gz.len() * 3 < plain.len(),
+        "{} vs {}",
+        gz.len(),
+        plain.len()
+    );
+    let mut decoded = Vec::new();
+    // One ordinary gzip member: a single-member decoder reads all of it.
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut decoded)
+        .unwrap();
+    assert_eq!(decoded, plain.to_vec(), "same body within the same second");
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_body_changes_when_a_refresh_lands_and_not_otherwise() {
+    let h = Harness::with(Options {
+        ttl: Duration::from_secs(60),
+        ..Options::default()
+    })
+    .await;
+    let first = h.exporter.snapshot();
+    let m = h.scrape().await;
+    assert_eq!(m.up("contoso"), Some(1.0));
+    let loaded = h.exporter.snapshot();
+    assert!(
+        !std::sync::Arc::ptr_eq(&first, &loaded),
+        "a refresh made a new body"
+    );
+    assert!(
+        std::sync::Arc::ptr_eq(&loaded, &h.exporter.snapshot()),
+        "cached between refreshes"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn refreshes_run_at_most_concurrency_at_a_time() {
+    let h = Harness::with(Options {
+        tenants: 3,
+        concurrency: 1,
+        ..Options::default()
+    })
+    .await;
+    for i in 0..3 {
+        h.fake
+            .set_download_delay(&tenant_id(i), Duration::from_secs(10));
+    }
+    let scrape = {
+        let client = h.client.clone();
+        let url = format!("{}/metrics", h.base);
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .header("X-Prometheus-Scrape-Timeout-Seconds", "60")
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    let downloads = || (0..3).map(|i| h.stats(i).download_requests).sum::<u64>();
+    until("one download started", || downloads() == 1).await;
+    settle().await;
+    assert_eq!(downloads(), 1, "the other two wait for the slot");
+    advance(Duration::from_secs(10)).await;
+    until("the second download started", || downloads() == 2).await;
+    settle().await;
+    assert_eq!(downloads(), 2);
+    advance(Duration::from_secs(10)).await;
+    until("the third download started", || downloads() == 3).await;
+    advance(Duration::from_secs(10)).await;
+    let m = Metrics::parse(&scrape.await.unwrap());
+    for tenant in ["contoso", "fabrikam", "northwind"] {
+        assert_eq!(m.up(tenant), Some(1.0), "{tenant}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn reload_adds_removes_and_keeps_tenants() {
+    let h = Harness::with(Options {
+        tenants: 3,
+        ..Options::default()
+    })
+    .await;
+    h.scrape().await;
+    let configs: Vec<TenantConfig> = h
+        .exporter
+        .tenants()
+        .iter()
+        .map(|t| t.config().clone())
+        .collect();
+    // Keep contoso as it is, drop fabrikam, change northwind's TTL, add tailspin (reusing
+    // fabrikam's app registration in the fake under a new name).
+    let mut northwind = configs[2].clone();
+    northwind.cache_ttl = Duration::from_secs(7200);
+    let mut tailspin = configs[1].clone();
+    tailspin.name = "tailspin".into();
+    let summary = h
+        .exporter
+        .reload(&[configs[0].clone(), northwind, tailspin])
+        .unwrap();
+    assert_eq!(summary.kept, 1);
+    assert_eq!(summary.removed, vec!["fabrikam".to_owned()]);
+    assert_eq!(summary.changed, vec!["northwind".to_owned()]);
+    assert_eq!(summary.added, vec!["tailspin".to_owned()]);
+
+    let before = (h.stats(0).report_requests, h.stats(2).report_requests);
+    let m = h.scrape().await;
+    assert_eq!(
+        h.stats(0).report_requests,
+        before.0,
+        "contoso kept its cache"
+    );
+    assert_eq!(
+        h.stats(2).report_requests,
+        before.1 + 1,
+        "northwind starts afresh"
+    );
+    assert_eq!(
+        m.activated("contoso", "MICROSOFT 365 APPS FOR ENTERPRISE"),
+        Some(1710.0)
+    );
+    assert_eq!(m.up("tailspin"), Some(1.0));
+    assert!(
+        !m.text.contains("tenant=\"fabrikam\""),
+        "every fabrikam series is gone:\n{}",
+        m.text
+    );
+    assert_eq!(
+        m.get(
+            "office365_activations_refreshes_total",
+            &[("tenant", "contoso")]
+        ),
+        Some(1.0)
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_reload_changes_nothing() {
+    let h = Harness::with(Options {
+        tenants: 1,
+        ..Options::default()
+    })
+    .await;
+    h.scrape().await;
+    let mut broken = h.exporter.tenants()[0].config().clone();
+    broken.name = "broken".into();
+    broken.authority_host = reqwest::Url::parse("mailto:nobody@example.com").unwrap();
+    assert!(h.exporter.reload(&[broken]).is_err());
+    let m = h.scrape().await;
+    assert_eq!(m.up("contoso"), Some(1.0));
+    assert_eq!(h.exporter.tenants().len(), 1);
+    h.stop().await;
+}
