@@ -142,6 +142,8 @@ pub async fn serve(
         telemetry_path: config.telemetry_path.clone(),
         default_scrape_timeout: config.scrape_timeout,
         reloader: config.enable_lifecycle.then_some(reloader),
+        web: Arc::clone(&config.web),
+        health_without_auth: config.health_without_auth,
     };
     server::run(listener, setup.exporter, options, shutdown).await;
     #[cfg(unix)]
@@ -165,6 +167,45 @@ pub async fn check(config: Config) -> Result<String, AppError> {
         Ok(text)
     } else {
         Err(failures.join("\n"))
+    }
+}
+
+/// Probes a running exporter's /-/healthy, as a container HEALTHCHECK: needs only the listen
+/// address and the web config, not the tenants.
+pub async fn healthcheck(flags: &crate::config::Flags) -> Result<(), AppError> {
+    let web = match &flags.web_config_file {
+        Some(path) => crate::web_config::WebConfig::load(path)?,
+        None => crate::web_config::WebConfig::default(),
+    };
+    let address = flags.listen_address.trim();
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--web.listen-address: {address:?} must be host:port or :port"))?;
+    let host = match host.trim_matches(['[', ']']) {
+        "" | "0.0.0.0" => "127.0.0.1".to_owned(),
+        "::" => "[::1]".to_owned(),
+        other if other.contains(':') => format!("[{other}]"),
+        other => other.to_owned(),
+    };
+    let scheme = if web.tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{host}:{port}/-/healthy");
+    // A local liveness probe: the certificate names the service, not 127.0.0.1.
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let status = client
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", e.without_url()))?
+        .status();
+    // With basic auth on and /-/healthy not exempt, a 401 still proves the server is serving.
+    if status.is_success() || (status == 401 && web.auth.is_some()) {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {status}"))
     }
 }
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::credentials::client_secret::SecretSource;
 use crate::credentials::Secret;
+use crate::web_config::WebConfig;
 
 /// The default port: outside Prometheus's full 9100-9999 exporter range.
 pub const DEFAULT_PORT: u16 = 10036;
@@ -50,6 +51,10 @@ pub enum Command {
     /// Refresh every tenant once, print the metrics to stdout and exit: 0 if every tenant's report
     /// was fetched, 1 otherwise (with the reason). Use it to test an app registration.
     Check,
+    /// Probe a running exporter's /-/healthy at --web.listen-address (over TLS when
+    /// --web.config.file sets it up) and exit 0 if it answers: a container HEALTHCHECK that
+    /// needs no shell.
+    Healthcheck,
 }
 
 /// Log line format.
@@ -162,6 +167,14 @@ pub struct Flags {
     #[arg(long = "refresh.concurrency", default_value = "8", value_parser = clap::value_parser!(u16).range(1..), global = true)]
     pub refresh_concurrency: u16,
 
+    /// Web configuration file (exporter-toolkit format: TLS, basic auth, headers).
+    #[arg(long = "web.config.file", global = true)]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Let /-/healthy answer without basic auth, for probes that cannot send credentials.
+    #[arg(long = "web.health-without-auth", global = true)]
+    pub health_without_auth: bool,
+
     /// Enable POST /-/reload, which re-reads --config.file like SIGHUP does.
     #[arg(long = "web.enable-lifecycle", global = true)]
     pub enable_lifecycle: bool,
@@ -197,6 +210,10 @@ pub struct Config {
     pub refresh_concurrency: usize,
     /// POST /-/reload is enabled.
     pub enable_lifecycle: bool,
+    /// TLS, basic auth and headers of the exporter's own server.
+    pub web: std::sync::Arc<WebConfig>,
+    /// /-/healthy answers without basic auth.
+    pub health_without_auth: bool,
     /// The tenants; empty with `demo`, whose tenants exist only once the fake Graph runs.
     pub tenants: Vec<TenantConfig>,
     /// Run against the embedded fake Graph.
@@ -389,6 +406,11 @@ impl Config {
             max_report_size: flags.max_report_size,
             refresh_concurrency: flags.refresh_concurrency.into(),
             enable_lifecycle: flags.enable_lifecycle,
+            web: std::sync::Arc::new(match &flags.web_config_file {
+                Some(path) => WebConfig::load(path).map_err(ConfigError)?,
+                None => WebConfig::default(),
+            }),
+            health_without_auth: flags.health_without_auth,
             tenants: Vec::new(),
             demo: flags.demo,
             demo_cache_ttl: cache_ttl.unwrap_or(MIN_CACHE_TTL),

@@ -15,6 +15,7 @@
 //! - [`exposition`]: the /metrics body, rebuilt only when a refresh changed it; gzip composed
 //!   from a once-per-refresh deflate of the stable part.
 //! - [`server`]: the HTTP server: landing page, /metrics, health, readiness, graceful shutdown.
+//! - [`web_config`]: `--web.config.file` (exporter-toolkit format): TLS, basic auth, headers.
 //! - [`app`]: wiring for `serve` and `check`, and the demo.
 //! - [`fake_graph`]: a faithful fake of Entra ID, Graph and the download host, over TLS, for the
 //!   demo and the tests.
@@ -38,3 +39,4 @@ pub mod metrics;
 pub mod report;
 pub mod server;
 pub mod tenant;
+pub mod web_config;

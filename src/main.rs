@@ -1,44 +1,57 @@
 //! The binary: parse the command line, set up logging, run until a signal.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use clap::Parser;
-use office365_activations_exporter::{app, config, logging};
+use office365_activations_exporter::config::{Cli, Command, Config};
+use office365_activations_exporter::{app, logging};
 
 fn main() -> ExitCode {
-    let cli = config::Cli::parse();
+    let cli = Cli::parse();
     logging::init(cli.flags.log_level, cli.flags.log_format);
-    let config = match config::Config::resolve(&cli.flags, &|key| std::env::var(key).ok()) {
+    if cli.command == Some(Command::Healthcheck) {
+        // Needs only the listen address and the web config, not the tenants.
+        return run(false, app::healthcheck(&cli.flags));
+    }
+    let config = match Config::resolve(&cli.flags, &|key| std::env::var(key).ok()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("office365-activations-exporter: {error}");
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("office365-activations-exporter: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
+    match cli.command {
+        Some(Command::Check) => run(true, async {
+            app::check(config).await.map(|text| print!("{text}"))
+        }),
+        _ => {
+            let flags = cli.flags;
+            let resolve = move || {
+                Config::resolve(&flags, &|key| std::env::var(key).ok()).map_err(|e| e.to_string())
+            };
+            run(true, app::serve(config, resolve, app::shutdown_signal()))
         }
+    }
+}
+
+/// Runs `work` to completion on a tokio runtime (two worker threads, or the current thread for
+/// the short healthcheck) and turns its error into one line on stderr and exit code 1.
+fn run(multi_thread: bool, work: impl Future<Output = Result<(), String>>) -> ExitCode {
+    let runtime = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            None => {
-                let flags = cli.flags;
-                let resolve = move || {
-                    config::Config::resolve(&flags, &|key| std::env::var(key).ok())
-                        .map_err(|e| e.to_string())
-                };
-                app::serve(config, resolve, app::shutdown_signal()).await
-            }
-            Some(config::Command::Check) => app::check(config).await.map(|text| print!("{text}")),
-        }
-    });
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(work),
+        Err(error) => Err(format!("cannot start the async runtime: {error}")),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -1,7 +1,9 @@
-//! The HTTP server (hyper 1): routing, scrape deadlines, graceful shutdown.
+//! The HTTP server (hyper 1): TLS and basic auth from the web config, routing, scrape
+//! deadlines, graceful shutdown.
 //!
 //! GET and HEAD only. `/` is a landing page, the telemetry path serves metrics, `/-/healthy`
-//! answers without touching Graph, `/-/ready` once every tenant has loaded a report.
+//! answers without touching Graph, `/-/ready` once every tenant has loaded a report, POST
+//! `/-/reload` when the lifecycle API is enabled.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,17 +13,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::header::{
+    HeaderValue, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY,
+    WWW_AUTHENTICATE,
+};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 use crate::exporter::Exporter;
 use crate::exposition::accepts_gzip;
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, VERSION};
+use crate::web_config::WebConfig;
 
 /// Re-reads the configuration and applies it; `Ok` says what changed.
 pub type Reloader = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
@@ -35,7 +41,14 @@ pub struct ServerOptions {
     pub default_scrape_timeout: Duration,
     /// Serves POST /-/reload when set (`--web.enable-lifecycle`).
     pub reloader: Option<Reloader>,
+    /// TLS, basic auth and extra headers (`--web.config.file`).
+    pub web: Arc<WebConfig>,
+    /// `/-/healthy` answers without basic auth, for probes (`--web.health-without-auth`).
+    pub health_without_auth: bool,
 }
+
+/// A TLS handshake must complete within this time.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Open connections get this long to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -65,19 +78,18 @@ pub async fn run(
                 };
                 let exporter = Arc::clone(&exporter);
                 let options = Arc::clone(&options);
-                let service = service_fn(move |request| {
-                    let exporter = Arc::clone(&exporter);
-                    let options = Arc::clone(&options);
-                    async move { Ok::<_, Infallible>(handle(&exporter, &options, request).await) }
-                });
-                // No header read timeout: hyper's also closes idle keep-alive connections, which
-                // Prometheus reuses across scrape intervals longer than that timeout.
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "Connection ended with an error");
+                    match options.web.tls.clone() {
+                        None => serve_connection(stream, exporter, options, watcher).await,
+                        Some(tls) => {
+                            let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                                Ok(Ok(stream)) => serve_connection(stream, exporter, options, watcher).await,
+                                Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+                                Err(_) => tracing::debug!("TLS handshake timed out"),
+                            }
+                        }
                     }
                 });
             }
@@ -92,6 +104,63 @@ pub async fn run(
     {
         tracing::warn!("Connections still open after the grace period; closing them");
     }
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS.
+async fn serve_connection<I>(
+    io: I,
+    exporter: Arc<Exporter>,
+    options: Arc<ServerOptions>,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let exporter = Arc::clone(&exporter);
+        let options = Arc::clone(&options);
+        async move {
+            let mut answer = guarded(&exporter, &options, request).await;
+            for (name, value) in &options.web.headers {
+                answer.headers_mut().insert(name.clone(), value.clone());
+            }
+            Ok::<_, Infallible>(answer)
+        }
+    });
+    // No header read timeout: hyper's also closes idle keep-alive connections, which Prometheus
+    // reuses across scrape intervals longer than that timeout.
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
+    if let Err(error) = watcher.watch(connection).await {
+        tracing::debug!(%error, "Connection ended with an error");
+    }
+}
+
+/// Basic auth in front of [`handle`].
+async fn guarded(
+    exporter: &Exporter,
+    options: &ServerOptions,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if let Some(auth) = &options.web.auth {
+        let exempt = options.health_without_auth && request.uri().path() == "/-/healthy";
+        if !exempt
+            && !auth
+                .check_blocking(request.headers().get(AUTHORIZATION).cloned())
+                .await
+        {
+            let mut answer = response(
+                StatusCode::UNAUTHORIZED,
+                "text/plain; charset=utf-8",
+                "Unauthorized\n",
+            );
+            answer.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"office365-activations-exporter\""),
+            );
+            return answer;
+        }
+    }
+    handle(exporter, options, request).await
 }
 
 fn response(

@@ -156,6 +156,8 @@ impl Harness {
                 telemetry_path: "/metrics".into(),
                 default_scrape_timeout: options.scrape_timeout,
                 reloader: None,
+                web: Default::default(),
+                health_without_auth: false,
             },
             async {
                 let _ = stopped.await;
