@@ -63,6 +63,20 @@ pub struct FakeGraphOptions {
     pub link_ttl: Duration,
     /// Lifetime of issued access tokens, also reported as `expires_in` (real: 3599 s).
     pub token_lifetime: Duration,
+    /// Added before every answer of every host, to model a real network round trip (the
+    /// benchmark uses 50 ms); zero by default.
+    pub latency: Duration,
+}
+
+/// TLS connections accepted so far, per host: shows whether a client pools its connections.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FakeConnections {
+    /// Connections to the login (Entra ID) host.
+    pub login: u64,
+    /// Connections to the Graph host.
+    pub graph: u64,
+    /// Connections to the download host.
+    pub download: u64,
 }
 
 impl Default for FakeGraphOptions {
@@ -74,6 +88,7 @@ impl Default for FakeGraphOptions {
             throttle_window: Duration::from_secs(600),
             link_ttl: Duration::from_secs(300),
             token_lifetime: Duration::from_secs(3599),
+            latency: Duration::ZERO,
         }
     }
 }
@@ -258,6 +273,7 @@ impl FakeGraph {
             throttle_window: opts.throttle_window,
             link_ttl: opts.link_ttl,
             token_lifetime: opts.token_lifetime,
+            latency: opts.latency,
         };
         let shared = Arc::new(Shared {
             config,
@@ -265,6 +281,7 @@ impl FakeGraph {
                 tenants,
                 ..State::default()
             }),
+            connections: Default::default(),
         });
 
         let acceptor = TlsAcceptor::from(tls.server_config);
@@ -450,6 +467,17 @@ impl FakeGraph {
             }
             Some(())
         });
+    }
+
+    /// TLS connections accepted so far, per host.
+    pub fn connections(&self) -> FakeConnections {
+        let count =
+            |i: usize| self.shared.connections[i].load(std::sync::atomic::Ordering::Relaxed);
+        FakeConnections {
+            login: count(0),
+            graph: count(1),
+            download: count(2),
+        }
     }
 
     /// A snapshot of what the fake saw for this tenant so far.

@@ -62,6 +62,8 @@ pub(crate) struct Config {
     pub(crate) link_ttl: Duration,
     /// Lifetime of an access token.
     pub(crate) token_lifetime: Duration,
+    /// Added before every answer.
+    pub(crate) latency: Duration,
 }
 
 /// What the server tasks and the `FakeGraph` handle share.
@@ -71,6 +73,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     /// Everything that changes; never locked across an `.await`.
     pub(crate) state: Mutex<State>,
+    /// TLS connections accepted, indexed by [`Host::index`].
+    pub(crate) connections: [std::sync::atomic::AtomicU64; 3],
 }
 
 impl Shared {
@@ -93,6 +97,15 @@ pub(crate) enum Host {
 }
 
 impl Host {
+    /// Position in [`Shared::connections`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Host::Login => 0,
+            Host::Graph => 1,
+            Host::Download => 2,
+        }
+    }
+
     /// Name for log lines.
     fn name(self) -> &'static str {
         match self {
@@ -195,6 +208,7 @@ pub(crate) async fn serve(
                     return;
                 }
             };
+            shared.connections[host.index()].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let connection = Arc::new(ConnectionContext::default());
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
@@ -251,6 +265,9 @@ async fn handle(
     host: Host,
     req: Request<Incoming>,
 ) -> Response<FakeBody> {
+    if !shared.config.latency.is_zero() {
+        tokio::time::sleep(shared.config.latency).await;
+    }
     let method = req.method().clone();
     let target = path_and_query(&req);
     let response = match host {
