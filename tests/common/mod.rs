@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use office365_activations_exporter::config::TenantConfig;
 use office365_activations_exporter::credentials::client_secret::SecretSource;
-use office365_activations_exporter::credentials::Secret;
+use office365_activations_exporter::credentials::{CredentialConfig, Secret};
 use office365_activations_exporter::exporter::Exporter;
 use office365_activations_exporter::fake_graph::{
     FakeGraph, FakeGraphOptions, FakeProduct, FakeTenant, ReportData,
@@ -135,10 +135,14 @@ impl Harness {
                 name: names[i].to_owned(),
                 tenant_id: tenant_id(i),
                 client_id: client_id(i),
-                secret: SecretSource::Value(Secret::new(SECRET)),
+                credential: CredentialConfig::ClientSecret(SecretSource::Value(Secret::new(
+                    SECRET,
+                ))),
                 authority_host: Url::parse(&fake.authority_host()).unwrap(),
                 graph_endpoint: Url::parse(&fake.graph_endpoint()).unwrap(),
                 api_version: "v1.0".into(),
+                report_format: Default::default(),
+                scope: format!("{}/.default", fake.graph_endpoint()),
                 cache_ttl: options.ttl,
             })
             .collect();
