@@ -134,7 +134,7 @@ pub(crate) fn hint(aadsts: Option<u64>, status: u16) -> &'static str {
 
 /// Posts a client-credentials `form` to `token_url` and returns the token, or Entra ID's refusal
 /// with its AADSTS code and ids.
-pub(crate) async fn request_token(
+pub async fn request_token(
     http: &reqwest::Client,
     token_url: &Url,
     form: &[(&str, &str)],

@@ -242,6 +242,7 @@ impl Issuer {
             "iat": now,
             "nbf": now,
             "iss": self.url,
+            "jti": uuid::Uuid::new_v4().to_string(),
             "sub": subject,
             "kubernetes.io": {"namespace": subject.split(':').nth(2).unwrap_or(""), "serviceaccount": {"name": subject.split(':').nth(3).unwrap_or("")}},
         });

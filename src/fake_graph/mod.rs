@@ -598,6 +598,13 @@ impl FakeGraph {
         });
     }
 
+    /// Adds a federated credential to the tenant's application.
+    pub fn add_federated_credential(&self, tenant_id: &str, credential: FakeFederatedCredential) {
+        self.with_tenant("add_federated_credential", tenant_id, |t| {
+            t.federated.push(credential)
+        });
+    }
+
     /// Removes every certificate registered on the tenant's application.
     pub fn remove_certificates(&self, tenant_id: &str) {
         self.with_tenant("remove_certificates", tenant_id, |t| t.certificates.clear());

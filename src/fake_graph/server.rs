@@ -661,11 +661,14 @@ fn login_outcome(
                 }
             };
             tenant.stats.client_assertions.push(AssertionSeen::of(&jwt));
-            // An assertion the app signed itself names the app as issuer; anything else is a
-            // federated token from an external issuer.
-            let self_signed = jwt.claims["iss"]
-                .as_str()
-                .is_some_and(|iss| iss.eq_ignore_ascii_case(client_id));
+            // An assertion the app signed itself names its certificate (or the app as issuer);
+            // anything else is a federated token from an external issuer.
+            let self_signed = ["x5t", "x5t#S256", "x5c"]
+                .iter()
+                .any(|h| jwt.header.get(h).is_some())
+                || jwt.claims["iss"]
+                    .as_str()
+                    .is_some_and(|iss| iss.eq_ignore_ascii_case(client_id));
             let verified = if self_signed {
                 method = "client_certificate";
                 verify_certificate_assertion(
