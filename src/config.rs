@@ -1309,4 +1309,291 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert!(parse_size("8 parsecs").is_err());
     }
+
+    fn key_and_cert(dir: &Path) -> PathBuf {
+        let key = include_str!("../tests/fixtures/rsa-a.pem");
+        let key_pair =
+            rcgen::KeyPair::from_pem_and_sign_algo(key, &rcgen::PKCS_RSA_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["t.test".to_owned()])
+            .unwrap()
+            .self_signed(&key_pair)
+            .unwrap();
+        let path = dir.join("cert.pem");
+        std::fs::write(&path, format!("{}{key}", cert.pem())).unwrap();
+        path
+    }
+
+    #[test]
+    fn auto_picks_secret_then_certificate_then_workload_then_managed_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = key_and_cert(dir.path());
+        let token = dir.path().join("token");
+        std::fs::write(&token, "eyJ.x.y").unwrap();
+        let (cert, token) = (cert.to_str().unwrap(), token.to_str().unwrap());
+        let app = ["--auth.tenant-id", "t", "--auth.client-id", "c"];
+        let method = |extra: &[&str], env: &[(&str, &str)]| {
+            let args: Vec<&str> = app.iter().chain(extra).copied().collect();
+            resolve(&args, env).unwrap().tenants[0].credential.method()
+        };
+        let all = [
+            ("AZURE_CLIENT_SECRET", "s"),
+            ("AZURE_CLIENT_CERTIFICATE_PATH", cert),
+            ("AZURE_FEDERATED_TOKEN_FILE", token),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:41741/MSI/token/"),
+            ("IDENTITY_HEADER", "h"),
+        ];
+        assert_eq!(method(&[], &all), "client_secret");
+        assert_eq!(method(&[], &all[1..]), "client_certificate");
+        assert_eq!(method(&[], &all[2..]), "workload_identity");
+        assert_eq!(method(&[], &all[3..]), "managed_identity");
+        // Flags count as much as the variables.
+        assert_eq!(
+            method(&["--auth.client-certificate-path", cert], &[]),
+            "client_certificate"
+        );
+        assert_eq!(
+            method(&["--auth.federated-token-file", token], &[]),
+            "workload_identity"
+        );
+        // --auth.method forces one, even when another is configured too.
+        assert_eq!(
+            method(&["--auth.method", "workload_identity"], &all),
+            "workload_identity"
+        );
+        let mi = resolve(
+            &["--auth.method", "managed_identity", "--tenant.name", "vm"],
+            &[],
+        )
+        .unwrap();
+        match &mi.tenants[0].credential {
+            CredentialConfig::ManagedIdentity(ManagedIdentityConfig {
+                id: None,
+                endpoint: ManagedIdentityEndpoint::Imds(url),
+            }) => assert_eq!(url.as_str(), "http://169.254.169.254/"),
+            other => panic!("{other:?}"),
+        }
+        let user = resolve(
+            &[
+                "--auth.method",
+                "managed_identity",
+                "--auth.managed-identity-object-id",
+                "o",
+                "--tenant.name",
+                "vm",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(matches!(
+            &user.tenants[0].credential,
+            CredentialConfig::ManagedIdentity(ManagedIdentityConfig {
+                id: Some(ManagedIdentityId::ObjectId(o)),
+                ..
+            }) if o == "o"
+        ));
+        assert!(!format!("{user:?}{:?}", resolve(&app, &all).unwrap()).contains("\"h\""));
+    }
+
+    #[test]
+    fn credential_mistakes_are_named_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = ["--auth.tenant-id", "t", "--auth.client-id", "c"];
+        let fails = |extra: &[&str], env: &[(&str, &str)], expect: &str| {
+            let args: Vec<&str> = app.iter().chain(extra).copied().collect();
+            let e = resolve(&args, env).unwrap_err().to_string();
+            assert!(e.contains(expect), "{extra:?}: {e}");
+        };
+        fails(
+            &["--auth.method", "client_certificate"],
+            &[],
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+        );
+        fails(
+            &["--auth.client-certificate-path", "/nope.pem"],
+            &[],
+            "/nope.pem",
+        );
+        let key_only = dir.path().join("key.pem");
+        std::fs::write(&key_only, include_str!("../tests/fixtures/rsa-a.pem")).unwrap();
+        fails(
+            &["--auth.client-certificate-path", key_only.to_str().unwrap()],
+            &[],
+            "CERTIFICATE",
+        );
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        fails(
+            &["--auth.federated-token-file", empty.to_str().unwrap()],
+            &[],
+            "empty",
+        );
+        fails(
+            &["--auth.method", "workload_identity"],
+            &[],
+            "AZURE_FEDERATED_TOKEN_FILE",
+        );
+        fails(
+            &[
+                "--auth.method",
+                "managed_identity",
+                "--auth.managed-identity-object-id",
+                "o",
+            ],
+            &[],
+            "not several",
+        );
+        let e = resolve(&["--auth.method", "managed_identity"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tenant.name"), "{e}");
+        let e = resolve(
+            &["--auth.tenant-id", "t", "--auth.method", "client_secret"],
+            &[("AZURE_CLIENT_SECRET", "s")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--auth.client-id"), "{e}");
+        let e = resolve(&["--demo", "--http.proxy", "ftp://u:hunter2@proxy"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--http.proxy") && !e.contains("hunter2"), "{e}");
+        let ok = resolve(&["--demo", "--http.proxy", "http://u:p@proxy:3128"], &[]).unwrap();
+        assert_eq!(ok.proxy.unwrap().port(), Some(3128));
+    }
+
+    #[test]
+    fn clouds_set_endpoints_scope_and_version_and_explicit_settings_win() {
+        let app = ["--auth.tenant-id", "t", "--auth.client-id", "c"];
+        let tenant = |extra: &[&str]| {
+            let args: Vec<&str> = app.iter().chain(extra).copied().collect();
+            resolve(&args, &[("AZURE_CLIENT_SECRET", "s")])
+                .unwrap()
+                .tenants
+                .remove(0)
+        };
+        let china = tenant(&["--cloud", "china"]);
+        assert_eq!(
+            china.graph_endpoint.as_str(),
+            "https://microsoftgraph.chinacloudapi.cn/"
+        );
+        assert_eq!(
+            china.authority_host.as_str(),
+            "https://login.chinacloudapi.cn/"
+        );
+        assert_eq!(
+            china.scope,
+            "https://microsoftgraph.chinacloudapi.cn/.default"
+        );
+        assert_eq!(china.api_version, "beta");
+        let dod = tenant(&["--cloud", "usgov-dod", "--graph.api-version", "v1.0"]);
+        assert_eq!(
+            dod.graph_endpoint.as_str(),
+            "https://dod-graph.microsoft.us/"
+        );
+        assert_eq!(
+            dod.authority_host.as_str(),
+            "https://login.microsoftonline.us/"
+        );
+        assert_eq!(
+            dod.api_version, "v1.0",
+            "an explicit flag overrides the preset"
+        );
+        let custom = tenant(&[
+            "--cloud",
+            "usgov",
+            "--graph.endpoint",
+            "https://graph.example",
+            "--auth.scope",
+            "https://graph.microsoft.us/.default",
+        ]);
+        assert_eq!(custom.graph_endpoint.as_str(), "https://graph.example/");
+        assert_eq!(custom.scope, "https://graph.microsoft.us/.default");
+        assert_eq!(
+            custom.authority_host.as_str(),
+            "https://login.microsoftonline.us/"
+        );
+        let global = tenant(&[]);
+        assert_eq!(global.scope, "https://graph.microsoft.com/.default");
+        assert_eq!(global.report_format, ReportFormat::Csv);
+        let e = resolve(&["--demo", "--graph.format", "json"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--graph.format") && e.contains("beta"), "{e}");
+        let e = resolve(
+            &["--demo", "--auth.scope", "https://graph.microsoft.com"],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/.default"), "{e}");
+        assert_eq!(
+            tenant(&["--cloud", "usgov", "--graph.format", "json"]).report_format,
+            ReportFormat::Json
+        );
+    }
+
+    #[test]
+    fn config_file_tenants_pick_their_own_cloud_and_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = key_and_cert(dir.path());
+        let token = dir.path().join("token");
+        std::fs::write(&token, "eyJ.x.y").unwrap();
+        let file = dir.path().join("config.yml");
+        std::fs::write(
+            &file,
+            format!(
+                "cloud: usgov\ngraph_format: json\ntenants:\n  - name: gov\n    tenant_id: t1\n    client_id: c1\n    client_certificate_path: {}\n    client_certificate_alg: PS256\n    client_certificate_send_chain: true\n  - name: cn\n    cloud: china\n    tenant_id: t2\n    client_id: c2\n    federated_token_file: {}\n  - name: vm\n    auth_method: managed_identity\n    managed_identity_resource_id: /subscriptions/s\n  - name: com\n    cloud: global\n    graph_format: csv\n    tenant_id: t4\n    client_id: c4\n    auth_method: workload_identity\n    federated_token_file: {}\n",
+                cert.display(),
+                token.display(),
+                token.display()
+            ),
+        )
+        .unwrap();
+        let config = resolve(&["--config.file", file.to_str().unwrap()], &[]).unwrap();
+        let [gov, cn, vm, com] = &config.tenants[..] else {
+            panic!("four tenants")
+        };
+        assert_eq!(gov.graph_endpoint.as_str(), "https://graph.microsoft.us/");
+        assert_eq!(
+            (gov.api_version.as_str(), gov.report_format),
+            ("beta", ReportFormat::Json)
+        );
+        match &gov.credential {
+            CredentialConfig::ClientCertificate(c) => {
+                assert_eq!(c.algorithm, AssertionAlgorithm::Ps256);
+                assert!(c.send_chain);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            cn.authority_host.as_str(),
+            "https://login.chinacloudapi.cn/"
+        );
+        assert_eq!(cn.credential.method(), "workload_identity");
+        assert_eq!(vm.tenant_id, "");
+        assert!(matches!(
+            &vm.credential,
+            CredentialConfig::ManagedIdentity(ManagedIdentityConfig {
+                id: Some(ManagedIdentityId::ResourceId(_)),
+                ..
+            })
+        ));
+        assert_eq!(vm.scope, "https://graph.microsoft.us/.default");
+        assert_eq!(com.api_version, "v1.0");
+        assert_eq!(com.report_format, ReportFormat::Csv);
+        std::fs::write(
+            &file,
+            "tenants:\n  - tenant_id: t\n    client_id: c\n    client_certificate_path: /nope.pem\n",
+        )
+        .unwrap();
+        let e = resolve(&["--config.file", file.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tenants[0].client_certificate_path"), "{e}");
+        std::fs::write(&file, "tenants:\n  - auth_method: managed_identity\n").unwrap();
+        let e = resolve(&["--config.file", file.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tenants[0].name"), "{e}");
+    }
 }

@@ -404,4 +404,27 @@ mod tests {
         assert!(text.contains("office365_activations_exporter_build_info{revision="));
         assert!(text.contains("older than 1h"));
     }
+
+    #[test]
+    fn credential_expiry_appears_only_when_reported_and_leaves_with_the_tenant() {
+        let metrics = Metrics::new("1h");
+        let tenant = metrics.tenant("contoso");
+        let render = |m: &Metrics| String::from_utf8(m.render_cached(std::iter::empty())).unwrap();
+        assert!(!render(&metrics).contains(CREDENTIAL_EXPIRY));
+        let observe = tenant.credential_expiry_observer();
+        observe(UNIX_EPOCH + Duration::from_secs(1_900_000_000));
+        let text = render(&metrics);
+        assert!(
+            text.contains(&format!("# HELP {CREDENTIAL_EXPIRY} ")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{CREDENTIAL_EXPIRY}{{tenant=\"contoso\"}} 1900000000"
+            )),
+            "{text}"
+        );
+        metrics.remove_tenant("contoso");
+        assert!(!render(&metrics).contains(&format!("{CREDENTIAL_EXPIRY}{{")));
+    }
 }
