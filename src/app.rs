@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{Config, TenantConfig};
 use crate::credentials::client_secret::SecretSource;
-use crate::credentials::Secret;
+use crate::credentials::{CredentialConfig, Secret};
 use crate::exporter::Exporter;
 use crate::fake_graph::{FakeGraph, FakeGraphOptions, DEMO_TENANTS};
 use crate::server::{self, Reloader, ServerOptions};
@@ -40,7 +40,16 @@ async fn setup(config: &Config) -> Result<Setup, AppError> {
     } else {
         (config.tenants.clone(), config.ca_pem.clone(), None)
     };
-    let http = crate::http_client::build(ca_pem.as_deref())?;
+    if let Some(proxy) =
+        crate::http_client::describe_proxy(config.proxy.as_ref(), &|k| std::env::var(k).ok())
+    {
+        tracing::info!(%proxy, "Outbound requests go through a proxy");
+    }
+    let http = crate::http_client::build_with(&crate::http_client::HttpOptions {
+        extra_ca_pem: ca_pem.as_deref(),
+        proxy: config.proxy.as_ref(),
+        resolve: &[],
+    })?;
     let exporter = Exporter::new(
         &tenants,
         http,
@@ -62,10 +71,12 @@ fn demo_tenants(fake: &FakeGraph, config: &Config) -> Result<Vec<TenantConfig>, 
             name: (*name).to_owned(),
             tenant_id: (*tenant_id).to_owned(),
             client_id: (*client_id).to_owned(),
-            secret: SecretSource::Value(Secret::new(*secret)),
+            credential: CredentialConfig::ClientSecret(SecretSource::Value(Secret::new(*secret))),
             authority_host: authority_host.clone(),
+            scope: format!("{}/.default", graph_endpoint.as_str().trim_end_matches('/')),
             graph_endpoint: graph_endpoint.clone(),
             api_version: "v1.0".to_owned(),
+            report_format: Default::default(),
             cache_ttl: config.demo_cache_ttl,
         })
         .collect())

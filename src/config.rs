@@ -10,8 +10,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
 use serde::Deserialize;
 
+use crate::credentials::certificate::{AssertionAlgorithm, CertificateSource};
 use crate::credentials::client_secret::SecretSource;
-use crate::credentials::Secret;
+use crate::credentials::managed_identity::{
+    ManagedIdentityConfig, ManagedIdentityEndpoint, ManagedIdentityId, DEFAULT_IMDS_ENDPOINT,
+};
+use crate::credentials::{CredentialConfig, Secret};
+use crate::graph::ReportFormat;
 use crate::web_config::WebConfig;
 
 /// The default port: outside Prometheus's full 9100-9999 exporter range.
@@ -33,8 +38,9 @@ It serves /metrics; a scrape that finds a tenant's cached report older than --ca
 from Microsoft Graph (GET /v1.0/reports/getOffice365ActivationsUserCounts, which needs an Entra ID app \
 with the Reports.Read.All application permission). Run with --demo to try it without credentials, \
 against an embedded fake Graph.\n\n\
-One tenant is described by the --auth.* flags (or AZURE_* variables, as Azure's SDKs read them) and \
-AZURE_CLIENT_SECRET or --auth.client-secret-file; several tenants by --config.file."
+One tenant is described by the --auth.* flags (or AZURE_* variables, as Azure's SDKs read them); it \
+authenticates with a client secret, a client certificate, workload identity or a managed identity \
+(see --auth.method); several tenants by --config.file. --cloud selects a national cloud."
 )]
 pub struct Cli {
     /// What to do; without a command, serve /metrics.
@@ -79,6 +85,70 @@ pub enum LogLevel {
     Error,
 }
 
+/// A Microsoft cloud: its Graph endpoint, Entra ID host and report API version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    /// The global (commercial) cloud: graph.microsoft.com, login.microsoftonline.com.
+    Global,
+    /// US Government L4 (GCC High): graph.microsoft.us, login.microsoftonline.us.
+    Usgov,
+    /// US Government L5 (DoD): dod-graph.microsoft.us, login.microsoftonline.us.
+    UsgovDod,
+    /// China, operated by 21Vianet: microsoftgraph.chinacloudapi.cn, login.chinacloudapi.cn.
+    China,
+}
+
+impl Cloud {
+    /// The Graph endpoint.
+    pub fn graph_endpoint(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://graph.microsoft.com",
+            Cloud::Usgov => "https://graph.microsoft.us",
+            Cloud::UsgovDod => "https://dod-graph.microsoft.us",
+            Cloud::China => "https://microsoftgraph.chinacloudapi.cn",
+        }
+    }
+
+    /// The Entra ID host.
+    pub fn authority_host(self) -> &'static str {
+        match self {
+            Cloud::Global => "https://login.microsoftonline.com",
+            Cloud::Usgov | Cloud::UsgovDod => "https://login.microsoftonline.us",
+            Cloud::China => "https://login.chinacloudapi.cn",
+        }
+    }
+
+    /// The report's API version: national clouds have only the beta report.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Cloud::Global => "v1.0",
+            _ => "beta",
+        }
+    }
+}
+
+/// How a tenant authenticates; `auto` picks from what is configured (see [`Config::resolve`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// The first configured of: client secret, client certificate, workload identity, managed
+    /// identity.
+    Auto,
+    /// AZURE_CLIENT_SECRET or --auth.client-secret-file.
+    #[value(name = "client_secret")]
+    ClientSecret,
+    /// AZURE_CLIENT_CERTIFICATE_PATH or --auth.client-certificate-path.
+    #[value(name = "client_certificate")]
+    ClientCertificate,
+    /// AZURE_FEDERATED_TOKEN_FILE or --auth.federated-token-file.
+    #[value(name = "workload_identity")]
+    WorkloadIdentity,
+    /// IMDS, or App Service's IDENTITY_ENDPOINT and IDENTITY_HEADER.
+    #[value(name = "managed_identity")]
+    ManagedIdentity,
+}
+
 /// Every flag. All are `global`, so they work before or after a subcommand.
 #[derive(Debug, Args)]
 pub struct Flags {
@@ -95,30 +165,45 @@ pub struct Flags {
     #[arg(long = "web.scrape-timeout", default_value = "10s", value_parser = parse_duration, global = true)]
     pub scrape_timeout: Duration,
 
-    /// Microsoft Graph base URL.
-    #[arg(
-        long = "graph.endpoint",
-        default_value = "https://graph.microsoft.com",
-        global = true
-    )]
-    pub graph_endpoint: String,
+    /// Microsoft cloud: sets the Graph endpoint, the Entra ID host, the token scope and the API
+    /// version together (flags given explicitly still override) [default: global].
+    #[arg(long = "cloud", value_enum, global = true)]
+    pub cloud: Option<Cloud>,
 
-    /// Graph API version.
-    #[arg(long = "graph.api-version", default_value = "v1.0", value_parser = ["v1.0", "beta"], global = true)]
-    pub api_version: String,
+    /// Microsoft Graph base URL [default: the cloud's, https://graph.microsoft.com].
+    #[arg(long = "graph.endpoint", global = true)]
+    pub graph_endpoint: Option<String>,
+
+    /// Graph API version [default: v1.0; beta in national clouds, which have only beta].
+    #[arg(long = "graph.api-version", value_parser = ["v1.0", "beta"], global = true)]
+    pub api_version: Option<String>,
+
+    /// Report format: csv (302 to a download) or json (beta only: the body directly, its own
+    /// larger throttling budget) [default: csv].
+    #[arg(long = "graph.format", value_enum, global = true)]
+    pub graph_format: Option<ReportFormat>,
 
     /// Largest report body accepted (e.g. 8MiB); a larger one is refused, not read.
     #[arg(long = "graph.max-report-size", default_value = "8MiB", value_parser = parse_size, global = true)]
     pub max_report_size: u64,
 
-    /// Entra ID (login) host.
+    /// Entra ID (login) host [default: the cloud's, https://login.microsoftonline.com].
     #[arg(
         long = "auth.authority-host",
         env = "AZURE_AUTHORITY_HOST",
-        default_value = "https://login.microsoftonline.com",
         global = true
     )]
-    pub authority_host: String,
+    pub authority_host: Option<String>,
+
+    /// Authentication method; auto takes the first configured of client secret, client
+    /// certificate, workload identity, managed identity (App Service's IDENTITY_ENDPOINT, or a
+    /// --auth.managed-identity-* flag) [default: auto].
+    #[arg(long = "auth.method", value_enum, global = true)]
+    pub auth_method: Option<AuthMethod>,
+
+    /// Token scope [default: the Graph endpoint followed by /.default].
+    #[arg(long = "auth.scope", global = true)]
+    pub scope: Option<String>,
 
     /// Directory (tenant) id of the single tenant.
     #[arg(long = "auth.tenant-id", env = "AZURE_TENANT_ID", global = true)]
@@ -132,6 +217,54 @@ pub struct Flags {
     /// Alternatively set AZURE_CLIENT_SECRET; never pass a secret as a flag.
     #[arg(long = "auth.client-secret-file", global = true)]
     pub client_secret_file: Option<PathBuf>,
+
+    /// Client certificate: a PEM file (certificate and RSA private key) or a PKCS#12 (.pfx)
+    /// file, read again at each token request. Also env AZURE_CLIENT_CERTIFICATE_PATH; the
+    /// PKCS#12 password comes from AZURE_CLIENT_CERTIFICATE_PASSWORD or
+    /// --auth.client-certificate-password-file.
+    #[arg(long = "auth.client-certificate-path", global = true)]
+    pub client_certificate_path: Option<PathBuf>,
+
+    /// File holding the PKCS#12 password (never a plain flag).
+    #[arg(long = "auth.client-certificate-password-file", global = true)]
+    pub client_certificate_password_file: Option<PathBuf>,
+
+    /// Send the certificate chain (x5c) with the assertion, for subject name + issuer
+    /// authentication. Also env AZURE_CLIENT_SEND_CERTIFICATE_CHAIN=true.
+    #[arg(long = "auth.client-certificate-send-chain", global = true)]
+    pub client_certificate_send_chain: bool,
+
+    /// Signature of the certificate assertion: RS256 (header x5t) or PS256 (header x5t#S256).
+    #[arg(long = "auth.client-certificate-alg", default_value = "RS256", value_parser = ["RS256", "PS256", "rs256", "ps256"], global = true)]
+    pub client_certificate_alg: String,
+
+    /// Workload identity: the federated (Kubernetes service account) token file, read again
+    /// at each token request. Also env AZURE_FEDERATED_TOKEN_FILE.
+    #[arg(long = "auth.federated-token-file", global = true)]
+    pub federated_token_file: Option<PathBuf>,
+
+    /// Managed identity: a user-assigned identity's object (principal) id. A client id is given
+    /// with --auth.client-id (AZURE_CLIENT_ID); without either, the system-assigned identity.
+    #[arg(long = "auth.managed-identity-object-id", global = true)]
+    pub managed_identity_object_id: Option<String>,
+
+    /// Managed identity: a user-assigned identity's Azure resource id.
+    #[arg(long = "auth.managed-identity-resource-id", global = true)]
+    pub managed_identity_resource_id: Option<String>,
+
+    /// Managed identity: the IMDS base URL (App Service is found from IDENTITY_ENDPOINT).
+    #[arg(
+        long = "auth.imds-endpoint",
+        env = "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+        default_value = DEFAULT_IMDS_ENDPOINT,
+        global = true
+    )]
+    pub imds_endpoint: String,
+
+    /// HTTP(S) proxy for all outbound requests to Entra ID and Graph, e.g.
+    /// http://user:password@proxy:3128 [default: HTTPS_PROXY / HTTP_PROXY, minus NO_PROXY].
+    #[arg(long = "http.proxy", global = true)]
+    pub http_proxy: Option<String>,
 
     /// The `tenant` label value of the single tenant [default: the tenant id].
     #[arg(long = "tenant.name", global = true)]
@@ -204,6 +337,8 @@ pub struct Config {
     pub scrape_timeout: Duration,
     /// Extra trusted CA certificates (PEM), for every outbound connection.
     pub ca_pem: Option<Vec<u8>>,
+    /// `--http.proxy`; `None` means the environment's proxies (HTTPS_PROXY, NO_PROXY...).
+    pub proxy: Option<Url>,
     /// Largest report body accepted.
     pub max_report_size: u64,
     /// How many refreshes may run at once.
@@ -227,18 +362,24 @@ pub struct Config {
 pub struct TenantConfig {
     /// The `tenant` label value.
     pub name: String,
-    /// Directory (tenant) id or a verified domain.
+    /// Directory (tenant) id or a verified domain (may be empty with a managed identity, whose
+    /// token is always of its own tenant).
     pub tenant_id: String,
-    /// Application (client) id.
+    /// Application (client) id (with a managed identity: a user-assigned identity's client id,
+    /// or empty).
     pub client_id: String,
-    /// Where the client secret comes from.
-    pub secret: SecretSource,
+    /// How the tenant authenticates.
+    pub credential: CredentialConfig,
     /// Entra ID host.
     pub authority_host: Url,
     /// Graph base URL.
     pub graph_endpoint: Url,
     /// `v1.0` or `beta`.
     pub api_version: String,
+    /// CSV (redirect and download) or JSON (beta).
+    pub report_format: ReportFormat,
+    /// The token scope: `{graph_endpoint}/.default` unless overridden.
+    pub scope: String,
     /// How long a report is served before a scrape refreshes it.
     pub cache_ttl: Duration,
 }
@@ -248,9 +389,13 @@ pub struct TenantConfig {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     tenants: Vec<FileTenant>,
+    cloud: Option<Cloud>,
     graph_endpoint: Option<String>,
     api_version: Option<String>,
+    graph_format: Option<ReportFormat>,
     authority_host: Option<String>,
+    scope: Option<String>,
+    auth_method: Option<AuthMethod>,
     #[serde(default, deserialize_with = "de_duration")]
     cache_ttl: Option<Duration>,
 }
@@ -260,12 +405,23 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct FileTenant {
     name: Option<String>,
-    tenant_id: String,
-    client_id: String,
-    client_secret_file: PathBuf,
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    auth_method: Option<AuthMethod>,
+    client_secret_file: Option<PathBuf>,
+    client_certificate_path: Option<PathBuf>,
+    client_certificate_password_file: Option<PathBuf>,
+    client_certificate_send_chain: Option<bool>,
+    client_certificate_alg: Option<String>,
+    federated_token_file: Option<PathBuf>,
+    managed_identity_object_id: Option<String>,
+    managed_identity_resource_id: Option<String>,
+    cloud: Option<Cloud>,
     graph_endpoint: Option<String>,
     api_version: Option<String>,
+    graph_format: Option<ReportFormat>,
     authority_host: Option<String>,
+    scope: Option<String>,
     #[serde(default, deserialize_with = "de_duration")]
     cache_ttl: Option<Duration>,
 }
@@ -361,9 +517,339 @@ fn listen_address(value: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// A value and the flag or file key it came from (for error messages).
+type Named = Option<(String, String)>;
+
+fn named(value: &Option<String>, name: impl Into<String>) -> Named {
+    value.as_ref().map(|v| (v.clone(), name.into()))
+}
+
+/// The cloud settings given at one level (flags, file, tenant). At resolution the most specific
+/// level that says anything about a setting wins, and within a level an explicit key beats the
+/// level's `cloud`.
+#[derive(Debug, Default)]
+struct Layer {
+    cloud: Option<Cloud>,
+    graph_endpoint: Named,
+    authority_host: Named,
+    api_version: Named,
+    graph_format: Option<(ReportFormat, String)>,
+    scope: Named,
+}
+
+/// Where a tenant's report and tokens come from.
+#[derive(Debug)]
+struct Endpoints {
+    graph_endpoint: Url,
+    authority_host: Url,
+    api_version: String,
+    report_format: ReportFormat,
+    scope: String,
+}
+
+/// Resolves the cloud settings over `layers`, most specific first.
+fn endpoints(layers: &[&Layer]) -> Result<Endpoints, ConfigError> {
+    fn pick(
+        layers: &[&Layer],
+        key: fn(&Layer) -> &Named,
+        preset: fn(Cloud) -> &'static str,
+    ) -> (String, String) {
+        for layer in layers {
+            if let Some(given) = key(layer) {
+                return given.clone();
+            }
+            if let Some(cloud) = layer.cloud {
+                return (preset(cloud).to_owned(), format!("--cloud {cloud:?}"));
+            }
+        }
+        (preset(Cloud::Global).to_owned(), "the default".to_owned())
+    }
+    let (graph, graph_name) = pick(layers, |l| &l.graph_endpoint, Cloud::graph_endpoint);
+    let graph_endpoint = parse_url(&graph, &graph_name)?;
+    let (authority, authority_name) = pick(layers, |l| &l.authority_host, Cloud::authority_host);
+    let authority_host = parse_url(&authority, &authority_name)?;
+    let (version, version_name) = pick(layers, |l| &l.api_version, Cloud::api_version);
+    let api_version = check_api_version(&version, &version_name)?;
+    let (report_format, format_name) = layers
+        .iter()
+        .find_map(|l| l.graph_format.clone())
+        .unwrap_or((ReportFormat::Csv, String::new()));
+    if report_format == ReportFormat::Json && api_version != "beta" {
+        return err(format!(
+            "{format_name}: the JSON report exists only on beta: set the API version to beta (national clouds default to it)"
+        ));
+    }
+    let scope = match layers.iter().find_map(|l| l.scope.clone()) {
+        Some((scope, name)) => {
+            let scope = scope.trim().to_owned();
+            if !scope.ends_with("/.default") || scope.len() <= "/.default".len() {
+                return err(format!(
+                    "{name}: {scope:?} must be a resource followed by /.default (the client credentials flow only takes .default scopes)"
+                ));
+            }
+            scope
+        }
+        None => format!("{}/.default", graph_endpoint.as_str().trim_end_matches('/')),
+    };
+    let national = [
+        "graph.microsoft.us",
+        "dod-graph.microsoft.us",
+        "microsoftgraph.chinacloudapi.cn",
+    ];
+    if api_version == "v1.0"
+        && graph_endpoint
+            .host_str()
+            .is_some_and(|h| national.contains(&h))
+    {
+        tracing::warn!(graph_endpoint = %graph_endpoint, "National clouds only have the beta report; v1.0 answers 400 there");
+    }
+    Ok(Endpoints {
+        graph_endpoint,
+        authority_host,
+        api_version,
+        report_format,
+        scope,
+    })
+}
+
+/// Everything that may describe one tenant's credential, with the names to use in errors.
+struct AuthInput<'a> {
+    /// What "the tenant" is called in errors (`""` for the single tenant, `file: tenants[i].`).
+    at: &'a dyn Fn(&str) -> String,
+    method: AuthMethod,
+    tenant_id: Option<String>,
+    client_id: Option<String>,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+    certificate_path: Option<PathBuf>,
+    certificate_password_file: Option<PathBuf>,
+    certificate_password_env: Option<String>,
+    send_chain: bool,
+    algorithm: Option<String>,
+    federated_token_file: Option<PathBuf>,
+    mi_object_id: Option<String>,
+    mi_resource_id: Option<String>,
+    imds_endpoint: &'a str,
+    identity_endpoint: Option<String>,
+    identity_header: Option<String>,
+}
+
+/// The credential, the tenant id and the client id, validated; and why the method was chosen.
+struct Auth {
+    credential: CredentialConfig,
+    tenant_id: String,
+    client_id: String,
+    reason: &'static str,
+}
+
+fn non_empty(value: &Option<String>) -> Option<String> {
+    value
+        .as_ref()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Picks and validates a credential: an explicit method, or the first configured of client
+/// secret, client certificate, workload identity and managed identity (Azure's SDKs' order).
+fn credential(input: AuthInput<'_>) -> Result<Auth, ConfigError> {
+    let at = input.at;
+    let secret_env = non_empty(&input.secret_env);
+    let has_secret = input.secret_file.is_some() || secret_env.is_some();
+    let app_service = match (
+        non_empty(&input.identity_endpoint),
+        non_empty(&input.identity_header),
+    ) {
+        (Some(endpoint), Some(header)) => Some((endpoint, header)),
+        _ => None,
+    };
+    let has_mi =
+        app_service.is_some() || input.mi_object_id.is_some() || input.mi_resource_id.is_some();
+    let (method, reason) = match input.method {
+        AuthMethod::Auto if has_secret => (AuthMethod::ClientSecret, "auto: a client secret is configured"),
+        AuthMethod::Auto if input.certificate_path.is_some() => (AuthMethod::ClientCertificate, "auto: a client certificate is configured"),
+        AuthMethod::Auto if input.federated_token_file.is_some() => (AuthMethod::WorkloadIdentity, "auto: a federated token file is configured"),
+        AuthMethod::Auto if has_mi => (AuthMethod::ManagedIdentity, "auto: a managed identity is configured"),
+        AuthMethod::Auto if non_empty(&input.tenant_id).is_none() => {
+            return err(if at("").is_empty() {
+                "no tenant: set --auth.tenant-id (or AZURE_TENANT_ID), or --config.file for several tenants, or --demo to try the exporter".to_owned()
+            } else {
+                format!("{}: required", at("--auth.tenant-id"))
+            });
+        }
+        AuthMethod::Auto if non_empty(&input.client_id).is_none() => {
+            return err(format!("no client id: set {} (or AZURE_CLIENT_ID) to the app registration's Application (client) ID", at("--auth.client-id")));
+        }
+        AuthMethod::Auto => {
+            return err(format!(
+                "{}no credential: set AZURE_CLIENT_SECRET or {}, or {} (AZURE_CLIENT_CERTIFICATE_PATH), or {} (AZURE_FEDERATED_TOKEN_FILE), or {} managed_identity on Azure",
+                at(""),
+                at("--auth.client-secret-file"),
+                at("--auth.client-certificate-path"),
+                at("--auth.federated-token-file"),
+                at("--auth.method"),
+            ))
+        }
+        forced => (forced, "forced by the auth method setting"),
+    };
+    let tenant_id = non_empty(&input.tenant_id);
+    let client_id = non_empty(&input.client_id);
+    let need_app = |tenant_id: Option<String>, client_id: Option<String>| {
+        let Some(tenant_id) = tenant_id else {
+            return err(format!(
+                "{}: no tenant id: set {} (or AZURE_TENANT_ID)",
+                at("--auth.method"),
+                at("--auth.tenant-id")
+            ));
+        };
+        let Some(client_id) = client_id else {
+            return err(format!("no client id: set {} (or AZURE_CLIENT_ID) to the app registration's Application (client) ID", at("--auth.client-id")));
+        };
+        Ok((tenant_id, client_id))
+    };
+    let credential = match method {
+        AuthMethod::ClientSecret => {
+            let source = match (&input.secret_file, secret_env) {
+                (Some(path), _) => check_secret_file(path, &at("--auth.client-secret-file"))?,
+                (None, Some(secret)) => SecretSource::Value(Secret::new(secret)),
+                (None, None) => {
+                    return err(format!(
+                        "no client secret: set AZURE_CLIENT_SECRET or {}",
+                        at("--auth.client-secret-file")
+                    ))
+                }
+            };
+            CredentialConfig::ClientSecret(source)
+        }
+        AuthMethod::ClientCertificate => {
+            let name = at("--auth.client-certificate-path");
+            let Some(path) = input.certificate_path.clone() else {
+                return err(format!(
+                    "no client certificate: set {name} (or AZURE_CLIENT_CERTIFICATE_PATH)"
+                ));
+            };
+            let password = match (
+                &input.certificate_password_file,
+                non_empty(&input.certificate_password_env),
+            ) {
+                (Some(file), _) => Some(check_secret_file(
+                    file,
+                    &at("--auth.client-certificate-password-file"),
+                )?),
+                (None, Some(password)) => Some(SecretSource::Value(Secret::new(password))),
+                (None, None) => None,
+            };
+            let algorithm = match &input.algorithm {
+                Some(text) => AssertionAlgorithm::parse(text).ok_or_else(|| {
+                    ConfigError(format!(
+                        "{}: {text:?} must be RS256 or PS256",
+                        at("--auth.client-certificate-alg")
+                    ))
+                })?,
+                None => AssertionAlgorithm::Rs256,
+            };
+            let source = CertificateSource {
+                path,
+                password,
+                send_chain: input.send_chain,
+                algorithm,
+            };
+            source
+                .load()
+                .map_err(|e| ConfigError(format!("{name}: {}: {e}", source.path.display())))?;
+            CredentialConfig::ClientCertificate(source)
+        }
+        AuthMethod::WorkloadIdentity => {
+            let name = at("--auth.federated-token-file");
+            let Some(token_file) = input.federated_token_file.clone() else {
+                return err(format!(
+                    "no federated token file: set {name} (or AZURE_FEDERATED_TOKEN_FILE)"
+                ));
+            };
+            crate::credentials::workload_identity::read_token_file(&token_file)
+                .map_err(|e| ConfigError(format!("{name}: {e}")))?;
+            CredentialConfig::WorkloadIdentity { token_file }
+        }
+        AuthMethod::ManagedIdentity | AuthMethod::Auto => {
+            let ids = [
+                client_id.clone().map(ManagedIdentityId::ClientId),
+                input.mi_object_id.clone().map(ManagedIdentityId::ObjectId),
+                input
+                    .mi_resource_id
+                    .clone()
+                    .map(ManagedIdentityId::ResourceId),
+            ];
+            let mut given = ids.into_iter().flatten();
+            let id = given.next();
+            if given.next().is_some() {
+                return err(format!(
+                    "{}: name a user-assigned identity by one of client id, object id or resource id, not several",
+                    at("--auth.method")
+                ));
+            }
+            let endpoint = match app_service {
+                Some((endpoint, header)) => ManagedIdentityEndpoint::AppService {
+                    endpoint: parse_url(&endpoint, "IDENTITY_ENDPOINT")?,
+                    header: Secret::new(header),
+                },
+                None => ManagedIdentityEndpoint::Imds(parse_url(
+                    input.imds_endpoint,
+                    "--auth.imds-endpoint (AZURE_POD_IDENTITY_AUTHORITY_HOST)",
+                )?),
+            };
+            return Ok(Auth {
+                credential: CredentialConfig::ManagedIdentity(ManagedIdentityConfig {
+                    id,
+                    endpoint,
+                }),
+                tenant_id: tenant_id.unwrap_or_default(),
+                client_id: client_id.unwrap_or_default(),
+                reason,
+            });
+        }
+    };
+    let (tenant_id, client_id) = need_app(tenant_id, client_id)?;
+    Ok(Auth {
+        credential,
+        tenant_id,
+        client_id,
+        reason,
+    })
+}
+
+/// Parses `--http.proxy` without ever echoing its password.
+fn parse_proxy(value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value.trim()).map_err(|e| {
+        ConfigError(format!(
+            "--http.proxy: not a URL ({e}); expected http://[user:password@]host:port"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return err("--http.proxy: expected http://[user:password@]host:port or https://...");
+    }
+    Ok(url)
+}
+
+fn log_auth(name: &str, auth: &Auth) {
+    tracing::info!(
+        tenant = %name,
+        method = auth.credential.method(),
+        source = %auth.credential.describe(),
+        chosen = auth.reason,
+        "Authentication method"
+    );
+}
+
 impl Config {
     /// Resolves the command line; `env` reads environment variables (the process's own in
     /// production, a map in tests). Files named by flags are read here.
+    ///
+    /// The authentication method of a tenant is `--auth.method` (config key `auth_method`) when
+    /// given; otherwise the first configured of, in this order (Azure's SDKs' order): a client
+    /// secret (AZURE_CLIENT_SECRET, `--auth.client-secret-file`), a client certificate
+    /// (AZURE_CLIENT_CERTIFICATE_PATH, `--auth.client-certificate-path`), a federated token
+    /// (AZURE_FEDERATED_TOKEN_FILE, `--auth.federated-token-file`), a managed identity (App
+    /// Service's IDENTITY_ENDPOINT and IDENTITY_HEADER, or a `--auth.managed-identity-*` flag).
+    /// On an Azure VM nothing in the environment says so: use `--auth.method managed_identity`.
     pub fn resolve(
         flags: &Flags,
         env: &dyn Fn(&str) -> Option<String>,
@@ -394,6 +880,7 @@ impl Config {
             }
             None => None,
         };
+        let proxy = flags.http_proxy.as_deref().map(parse_proxy).transpose()?;
         let cache_ttl = flags
             .cache_ttl
             .map(|ttl| check_ttl(ttl, "--cache.ttl"))
@@ -403,6 +890,7 @@ impl Config {
             telemetry_path,
             scrape_timeout: flags.scrape_timeout,
             ca_pem,
+            proxy,
             max_report_size: flags.max_report_size,
             refresh_concurrency: flags.refresh_concurrency.into(),
             enable_lifecycle: flags.enable_lifecycle,
@@ -416,12 +904,18 @@ impl Config {
             demo_cache_ttl: cache_ttl.unwrap_or(MIN_CACHE_TTL),
         };
         let cache_ttl = cache_ttl.unwrap_or(DEFAULT_CACHE_TTL);
-        let graph_endpoint = parse_url(&flags.graph_endpoint, "--graph.endpoint")?;
-        let authority_host = parse_url(
-            &flags.authority_host,
-            "--auth.authority-host (AZURE_AUTHORITY_HOST)",
-        )?;
-        let api_version = check_api_version(&flags.api_version, "--graph.api-version")?;
+        let flag_layer = Layer {
+            cloud: flags.cloud,
+            graph_endpoint: named(&flags.graph_endpoint, "--graph.endpoint"),
+            authority_host: named(
+                &flags.authority_host,
+                "--auth.authority-host (AZURE_AUTHORITY_HOST)",
+            ),
+            api_version: named(&flags.api_version, "--graph.api-version"),
+            graph_format: flags.graph_format.map(|f| (f, "--graph.format".to_owned())),
+            scope: named(&flags.scope, "--auth.scope"),
+        };
+        let flag_endpoints = endpoints(&[&flag_layer])?;
 
         if flags.demo {
             if flags.config_file.is_some() || flags.tenant_id.is_some() {
@@ -431,44 +925,63 @@ impl Config {
         }
 
         if let Some(path) = &flags.config_file {
-            config.tenants = tenants_from_file(
-                path,
-                &graph_endpoint,
-                &authority_host,
-                &api_version,
-                cache_ttl,
-            )?;
+            config.tenants = tenants_from_file(path, flags, &flag_layer, env, cache_ttl)?;
             return Ok(config);
         }
 
-        let Some(tenant_id) = flags.tenant_id.clone().filter(|t| !t.trim().is_empty()) else {
-            return err("no tenant: set --auth.tenant-id (or AZURE_TENANT_ID), or --config.file for several tenants, or --demo to try the exporter");
-        };
-        let Some(client_id) = flags.client_id.clone().filter(|c| !c.trim().is_empty()) else {
-            return err("no client id: set --auth.client-id (or AZURE_CLIENT_ID) to the app registration's Application (client) ID");
-        };
-        let secret = match (&flags.client_secret_file, env("AZURE_CLIENT_SECRET")) {
-            (Some(path), _) => check_secret_file(path, "--auth.client-secret-file")?,
-            (None, Some(secret)) if !secret.trim().is_empty() => {
-                SecretSource::Value(Secret::new(secret.trim()))
-            }
-            (None, _) => {
-                return err(
-                    "no client secret: set AZURE_CLIENT_SECRET or --auth.client-secret-file",
-                )
-            }
-        };
-        config.tenants.push(TenantConfig {
-            name: flags
-                .tenant_name
+        let single = |key: &str| key.to_owned();
+        let auth = credential(AuthInput {
+            at: &single,
+            method: flags.auth_method.unwrap_or(AuthMethod::Auto),
+            tenant_id: flags.tenant_id.clone(),
+            client_id: flags.client_id.clone(),
+            secret_file: flags.client_secret_file.clone(),
+            secret_env: env("AZURE_CLIENT_SECRET"),
+            certificate_path: flags
+                .client_certificate_path
                 .clone()
-                .unwrap_or_else(|| tenant_id.clone()),
-            tenant_id,
-            client_id,
-            secret,
+                .or_else(|| non_empty(&env("AZURE_CLIENT_CERTIFICATE_PATH")).map(PathBuf::from)),
+            certificate_password_file: flags.client_certificate_password_file.clone(),
+            certificate_password_env: env("AZURE_CLIENT_CERTIFICATE_PASSWORD"),
+            send_chain: flags.client_certificate_send_chain
+                || env("AZURE_CLIENT_SEND_CERTIFICATE_CHAIN")
+                    .is_some_and(|v| matches!(v.trim(), "1" | "true" | "True" | "TRUE")),
+            algorithm: Some(flags.client_certificate_alg.clone()),
+            federated_token_file: flags
+                .federated_token_file
+                .clone()
+                .or_else(|| non_empty(&env("AZURE_FEDERATED_TOKEN_FILE")).map(PathBuf::from)),
+            mi_object_id: non_empty(&flags.managed_identity_object_id),
+            mi_resource_id: non_empty(&flags.managed_identity_resource_id),
+            imds_endpoint: &flags.imds_endpoint,
+            identity_endpoint: env("IDENTITY_ENDPOINT"),
+            identity_header: env("IDENTITY_HEADER"),
+        })?;
+        let name = match (&flags.tenant_name, auth.tenant_id.as_str()) {
+            (Some(name), _) if !name.trim().is_empty() => name.clone(),
+            (_, "") => {
+                return err("no tenant name: with a managed identity and no --auth.tenant-id, set --tenant.name (the `tenant` label)")
+            }
+            (_, tenant_id) => tenant_id.to_owned(),
+        };
+        log_auth(&name, &auth);
+        let Endpoints {
+            graph_endpoint,
+            authority_host,
+            api_version,
+            report_format,
+            scope,
+        } = flag_endpoints;
+        config.tenants.push(TenantConfig {
+            name,
+            tenant_id: auth.tenant_id,
+            client_id: auth.client_id,
+            credential: auth.credential,
             authority_host,
             graph_endpoint,
             api_version,
+            report_format,
+            scope,
             cache_ttl,
         });
         Ok(config)
@@ -477,9 +990,9 @@ impl Config {
 
 fn tenants_from_file(
     path: &Path,
-    graph_endpoint: &Url,
-    authority_host: &Url,
-    api_version: &str,
+    flags: &Flags,
+    flag_layer: &Layer,
+    env: &dyn Fn(&str) -> Option<String>,
     cache_ttl: Duration,
 ) -> Result<Vec<TenantConfig>, ConfigError> {
     let shown = path.display();
@@ -488,35 +1001,95 @@ fn tenants_from_file(
     let file: FileConfig =
         serde_yaml_ng::from_str(&text).map_err(|e| ConfigError(format!("{shown}: {e}")))?;
     let at = |key: &str| format!("{shown}: {key}");
-    let top_graph = match &file.graph_endpoint {
-        Some(v) => parse_url(v, &at("graph_endpoint"))?,
-        None => graph_endpoint.clone(),
+    let file_layer = Layer {
+        cloud: file.cloud,
+        graph_endpoint: named(&file.graph_endpoint, at("graph_endpoint")),
+        authority_host: named(&file.authority_host, at("authority_host")),
+        api_version: named(&file.api_version, at("api_version")),
+        graph_format: file.graph_format.map(|f| (f, at("graph_format"))),
+        scope: named(&file.scope, at("scope")),
     };
-    let top_authority = match &file.authority_host {
-        Some(v) => parse_url(v, &at("authority_host"))?,
-        None => authority_host.clone(),
-    };
-    let top_version = match &file.api_version {
-        Some(v) => check_api_version(v, &at("api_version"))?,
-        None => api_version.to_owned(),
-    };
+    endpoints(&[&file_layer, flag_layer])?;
     let top_ttl = match file.cache_ttl {
         Some(ttl) => check_ttl(ttl, &at("cache_ttl"))?,
         None => cache_ttl,
     };
+    let top_method = file.auth_method.or(flags.auth_method);
     if file.tenants.is_empty() {
         return err(format!("{shown}: tenants: the list is empty"));
     }
     let mut tenants: Vec<TenantConfig> = Vec::with_capacity(file.tenants.len());
     for (i, t) in file.tenants.into_iter().enumerate() {
         let at = |key: &str| format!("{shown}: tenants[{i}].{key}");
-        if t.tenant_id.trim().is_empty() {
-            return err(format!("{}: must not be empty", at("tenant_id")));
+        // Error messages name file keys, not flags.
+        let key_of = |key: &str| {
+            let file_key = match key {
+                "" => return format!("{shown}: tenants[{i}]: "),
+                "--auth.client-secret-file" => "client_secret_file",
+                "--auth.client-certificate-path" => "client_certificate_path",
+                "--auth.client-certificate-password-file" => "client_certificate_password_file",
+                "--auth.client-certificate-alg" => "client_certificate_alg",
+                "--auth.federated-token-file" => "federated_token_file",
+                "--auth.method" => "auth_method",
+                "--auth.tenant-id" => "tenant_id",
+                "--auth.client-id" => "client_id",
+                other => other,
+            };
+            format!("{shown}: tenants[{i}].{file_key}")
+        };
+        for (value, key) in [(&t.tenant_id, "tenant_id"), (&t.client_id, "client_id")] {
+            if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                return err(format!("{}: must not be empty", at(key)));
+            }
         }
-        if t.client_id.trim().is_empty() {
-            return err(format!("{}: must not be empty", at("client_id")));
-        }
-        let name = t.name.unwrap_or_else(|| t.tenant_id.clone());
+        let tenant_layer = Layer {
+            cloud: t.cloud,
+            graph_endpoint: named(&t.graph_endpoint, at("graph_endpoint")),
+            authority_host: named(&t.authority_host, at("authority_host")),
+            api_version: named(&t.api_version, at("api_version")),
+            graph_format: t.graph_format.map(|f| (f, at("graph_format"))),
+            scope: named(&t.scope, at("scope")),
+        };
+        let Endpoints {
+            graph_endpoint,
+            authority_host,
+            api_version,
+            report_format,
+            scope,
+        } = endpoints(&[&tenant_layer, &file_layer, flag_layer])?;
+        let cache_ttl = match t.cache_ttl {
+            Some(ttl) => check_ttl(ttl, &at("cache_ttl"))?,
+            None => top_ttl,
+        };
+        let auth = credential(AuthInput {
+            at: &key_of,
+            method: t.auth_method.or(top_method).unwrap_or(AuthMethod::Auto),
+            tenant_id: t.tenant_id.clone(),
+            client_id: t.client_id.clone(),
+            secret_file: t.client_secret_file.clone(),
+            secret_env: None,
+            certificate_path: t.client_certificate_path.clone(),
+            certificate_password_file: t.client_certificate_password_file.clone(),
+            certificate_password_env: None,
+            send_chain: t.client_certificate_send_chain.unwrap_or(false),
+            algorithm: t.client_certificate_alg.clone(),
+            federated_token_file: t.federated_token_file.clone(),
+            mi_object_id: non_empty(&t.managed_identity_object_id),
+            mi_resource_id: non_empty(&t.managed_identity_resource_id),
+            imds_endpoint: &flags.imds_endpoint,
+            identity_endpoint: env("IDENTITY_ENDPOINT"),
+            identity_header: env("IDENTITY_HEADER"),
+        })?;
+        let name = match (t.name, auth.tenant_id.as_str()) {
+            (Some(name), _) => name,
+            (None, "") => {
+                return err(format!(
+                    "{}: required with a managed identity and no tenant_id",
+                    at("name")
+                ))
+            }
+            (None, tenant_id) => tenant_id.to_owned(),
+        };
         if name.trim().is_empty() {
             return err(format!("{}: must not be empty", at("name")));
         }
@@ -526,28 +1099,18 @@ fn tenants_from_file(
                 at("name")
             ));
         }
-        let cache_ttl = match t.cache_ttl {
-            Some(ttl) => check_ttl(ttl, &at("cache_ttl"))?,
-            None => top_ttl,
-        };
+        log_auth(&name, &auth);
         tenants.push(TenantConfig {
-            secret: check_secret_file(&t.client_secret_file, &at("client_secret_file"))?,
-            authority_host: match &t.authority_host {
-                Some(v) => parse_url(v, &at("authority_host"))?,
-                None => top_authority.clone(),
-            },
-            graph_endpoint: match &t.graph_endpoint {
-                Some(v) => parse_url(v, &at("graph_endpoint"))?,
-                None => top_graph.clone(),
-            },
-            api_version: match &t.api_version {
-                Some(v) => check_api_version(v, &at("api_version"))?,
-                None => top_version.clone(),
-            },
+            credential: auth.credential,
+            authority_host,
+            graph_endpoint,
+            api_version,
+            report_format,
+            scope,
             cache_ttl,
             name,
-            tenant_id: t.tenant_id,
-            client_id: t.client_id,
+            tenant_id: auth.tenant_id,
+            client_id: auth.client_id,
         });
     }
     Ok(tenants)
@@ -767,5 +1330,292 @@ mod tests {
         assert_eq!(parse_size("1024"), Ok(1024));
         assert!(parse_size("0").is_err());
         assert!(parse_size("8 parsecs").is_err());
+    }
+
+    fn key_and_cert(dir: &Path) -> PathBuf {
+        let key = include_str!("../tests/fixtures/rsa-a.pem");
+        let key_pair =
+            rcgen::KeyPair::from_pem_and_sign_algo(key, &rcgen::PKCS_RSA_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["t.test".to_owned()])
+            .unwrap()
+            .self_signed(&key_pair)
+            .unwrap();
+        let path = dir.join("cert.pem");
+        std::fs::write(&path, format!("{}{key}", cert.pem())).unwrap();
+        path
+    }
+
+    #[test]
+    fn auto_picks_secret_then_certificate_then_workload_then_managed_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = key_and_cert(dir.path());
+        let token = dir.path().join("token");
+        std::fs::write(&token, "eyJ.x.y").unwrap();
+        let (cert, token) = (cert.to_str().unwrap(), token.to_str().unwrap());
+        let app = ["--auth.tenant-id", "t", "--auth.client-id", "c"];
+        let method = |extra: &[&str], env: &[(&str, &str)]| {
+            let args: Vec<&str> = app.iter().chain(extra).copied().collect();
+            resolve(&args, env).unwrap().tenants[0].credential.method()
+        };
+        let all = [
+            ("AZURE_CLIENT_SECRET", "s"),
+            ("AZURE_CLIENT_CERTIFICATE_PATH", cert),
+            ("AZURE_FEDERATED_TOKEN_FILE", token),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:41741/MSI/token/"),
+            ("IDENTITY_HEADER", "h"),
+        ];
+        assert_eq!(method(&[], &all), "client_secret");
+        assert_eq!(method(&[], &all[1..]), "client_certificate");
+        assert_eq!(method(&[], &all[2..]), "workload_identity");
+        assert_eq!(method(&[], &all[3..]), "managed_identity");
+        // Flags count as much as the variables.
+        assert_eq!(
+            method(&["--auth.client-certificate-path", cert], &[]),
+            "client_certificate"
+        );
+        assert_eq!(
+            method(&["--auth.federated-token-file", token], &[]),
+            "workload_identity"
+        );
+        // --auth.method forces one, even when another is configured too.
+        assert_eq!(
+            method(&["--auth.method", "workload_identity"], &all),
+            "workload_identity"
+        );
+        let mi = resolve(
+            &["--auth.method", "managed_identity", "--tenant.name", "vm"],
+            &[],
+        )
+        .unwrap();
+        match &mi.tenants[0].credential {
+            CredentialConfig::ManagedIdentity(ManagedIdentityConfig {
+                id: None,
+                endpoint: ManagedIdentityEndpoint::Imds(url),
+            }) => assert_eq!(url.as_str(), "http://169.254.169.254/"),
+            other => panic!("{other:?}"),
+        }
+        let user = resolve(
+            &[
+                "--auth.method",
+                "managed_identity",
+                "--auth.managed-identity-object-id",
+                "o",
+                "--tenant.name",
+                "vm",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(matches!(
+            &user.tenants[0].credential,
+            CredentialConfig::ManagedIdentity(ManagedIdentityConfig {
+                id: Some(ManagedIdentityId::ObjectId(o)),
+                ..
+            }) if o == "o"
+        ));
+        assert!(!format!("{user:?}{:?}", resolve(&app, &all).unwrap()).contains("\"h\""));
+    }
+
+    #[test]
+    fn credential_mistakes_are_named_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = ["--auth.tenant-id", "t", "--auth.client-id", "c"];
+        let fails = |extra: &[&str], env: &[(&str, &str)], expect: &str| {
+            let args: Vec<&str> = app.iter().chain(extra).copied().collect();
+            let e = resolve(&args, env).unwrap_err().to_string();
+            assert!(e.contains(expect), "{extra:?}: {e}");
+        };
+        fails(
+            &["--auth.method", "client_certificate"],
+            &[],
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+        );
+        fails(
+            &["--auth.client-certificate-path", "/nope.pem"],
+            &[],
+            "/nope.pem",
+        );
+        let key_only = dir.path().join("key.pem");
+        std::fs::write(&key_only, include_str!("../tests/fixtures/rsa-a.pem")).unwrap();
+        fails(
+            &["--auth.client-certificate-path", key_only.to_str().unwrap()],
+            &[],
+            "CERTIFICATE",
+        );
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        fails(
+            &["--auth.federated-token-file", empty.to_str().unwrap()],
+            &[],
+            "empty",
+        );
+        fails(
+            &["--auth.method", "workload_identity"],
+            &[],
+            "AZURE_FEDERATED_TOKEN_FILE",
+        );
+        fails(
+            &[
+                "--auth.method",
+                "managed_identity",
+                "--auth.managed-identity-object-id",
+                "o",
+            ],
+            &[],
+            "not several",
+        );
+        let e = resolve(&["--auth.method", "managed_identity"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--tenant.name"), "{e}");
+        let e = resolve(
+            &["--auth.tenant-id", "t", "--auth.method", "client_secret"],
+            &[("AZURE_CLIENT_SECRET", "s")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--auth.client-id"), "{e}");
+        let e = resolve(&["--demo", "--http.proxy", "ftp://u:hunter2@proxy"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--http.proxy") && !e.contains("hunter2"), "{e}");
+        let ok = resolve(&["--demo", "--http.proxy", "http://u:p@proxy:3128"], &[]).unwrap();
+        assert_eq!(ok.proxy.unwrap().port(), Some(3128));
+    }
+
+    #[test]
+    fn clouds_set_endpoints_scope_and_version_and_explicit_settings_win() {
+        let app = ["--auth.tenant-id", "t", "--auth.client-id", "c"];
+        let tenant = |extra: &[&str]| {
+            let args: Vec<&str> = app.iter().chain(extra).copied().collect();
+            resolve(&args, &[("AZURE_CLIENT_SECRET", "s")])
+                .unwrap()
+                .tenants
+                .remove(0)
+        };
+        let china = tenant(&["--cloud", "china"]);
+        assert_eq!(
+            china.graph_endpoint.as_str(),
+            "https://microsoftgraph.chinacloudapi.cn/"
+        );
+        assert_eq!(
+            china.authority_host.as_str(),
+            "https://login.chinacloudapi.cn/"
+        );
+        assert_eq!(
+            china.scope,
+            "https://microsoftgraph.chinacloudapi.cn/.default"
+        );
+        assert_eq!(china.api_version, "beta");
+        let dod = tenant(&["--cloud", "usgov-dod", "--graph.api-version", "v1.0"]);
+        assert_eq!(
+            dod.graph_endpoint.as_str(),
+            "https://dod-graph.microsoft.us/"
+        );
+        assert_eq!(
+            dod.authority_host.as_str(),
+            "https://login.microsoftonline.us/"
+        );
+        assert_eq!(
+            dod.api_version, "v1.0",
+            "an explicit flag overrides the preset"
+        );
+        let custom = tenant(&[
+            "--cloud",
+            "usgov",
+            "--graph.endpoint",
+            "https://graph.example",
+            "--auth.scope",
+            "https://graph.microsoft.us/.default",
+        ]);
+        assert_eq!(custom.graph_endpoint.as_str(), "https://graph.example/");
+        assert_eq!(custom.scope, "https://graph.microsoft.us/.default");
+        assert_eq!(
+            custom.authority_host.as_str(),
+            "https://login.microsoftonline.us/"
+        );
+        let global = tenant(&[]);
+        assert_eq!(global.scope, "https://graph.microsoft.com/.default");
+        assert_eq!(global.report_format, ReportFormat::Csv);
+        let e = resolve(&["--demo", "--graph.format", "json"], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--graph.format") && e.contains("beta"), "{e}");
+        let e = resolve(
+            &["--demo", "--auth.scope", "https://graph.microsoft.com"],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/.default"), "{e}");
+        assert_eq!(
+            tenant(&["--cloud", "usgov", "--graph.format", "json"]).report_format,
+            ReportFormat::Json
+        );
+    }
+
+    #[test]
+    fn config_file_tenants_pick_their_own_cloud_and_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = key_and_cert(dir.path());
+        let token = dir.path().join("token");
+        std::fs::write(&token, "eyJ.x.y").unwrap();
+        let file = dir.path().join("config.yml");
+        std::fs::write(
+            &file,
+            format!(
+                "cloud: usgov\ngraph_format: json\ntenants:\n  - name: gov\n    tenant_id: t1\n    client_id: c1\n    client_certificate_path: {}\n    client_certificate_alg: PS256\n    client_certificate_send_chain: true\n  - name: cn\n    cloud: china\n    tenant_id: t2\n    client_id: c2\n    federated_token_file: {}\n  - name: vm\n    auth_method: managed_identity\n    managed_identity_resource_id: /subscriptions/s\n  - name: com\n    cloud: global\n    graph_format: csv\n    tenant_id: t4\n    client_id: c4\n    auth_method: workload_identity\n    federated_token_file: {}\n",
+                cert.display(),
+                token.display(),
+                token.display()
+            ),
+        )
+        .unwrap();
+        let config = resolve(&["--config.file", file.to_str().unwrap()], &[]).unwrap();
+        let [gov, cn, vm, com] = &config.tenants[..] else {
+            panic!("four tenants")
+        };
+        assert_eq!(gov.graph_endpoint.as_str(), "https://graph.microsoft.us/");
+        assert_eq!(
+            (gov.api_version.as_str(), gov.report_format),
+            ("beta", ReportFormat::Json)
+        );
+        match &gov.credential {
+            CredentialConfig::ClientCertificate(c) => {
+                assert_eq!(c.algorithm, AssertionAlgorithm::Ps256);
+                assert!(c.send_chain);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            cn.authority_host.as_str(),
+            "https://login.chinacloudapi.cn/"
+        );
+        assert_eq!(cn.credential.method(), "workload_identity");
+        assert_eq!(vm.tenant_id, "");
+        assert!(matches!(
+            &vm.credential,
+            CredentialConfig::ManagedIdentity(ManagedIdentityConfig {
+                id: Some(ManagedIdentityId::ResourceId(_)),
+                ..
+            })
+        ));
+        assert_eq!(vm.scope, "https://graph.microsoft.us/.default");
+        assert_eq!(com.api_version, "v1.0");
+        assert_eq!(com.report_format, ReportFormat::Csv);
+        std::fs::write(
+            &file,
+            "tenants:\n  - tenant_id: t\n    client_id: c\n    client_certificate_path: /nope.pem\n",
+        )
+        .unwrap();
+        let e = resolve(&["--config.file", file.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tenants[0].client_certificate_path"), "{e}");
+        std::fs::write(&file, "tenants:\n  - auth_method: managed_identity\n").unwrap();
+        let e = resolve(&["--config.file", file.to_str().unwrap()], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tenants[0].name"), "{e}");
     }
 }

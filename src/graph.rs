@@ -25,6 +25,17 @@ pub const REPORT: &str = "getOffice365ActivationsUserCounts";
 /// the download host adds).
 pub const MAX_REDIRECTS: usize = 3;
 
+/// How the report is asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    /// CSV, through Graph's 302 to a pre-authenticated download (v1.0 and beta).
+    #[default]
+    Csv,
+    /// JSON in Graph's own answer, no redirect (`$format=application/json`, beta only).
+    Json,
+}
+
 /// A downloaded report body.
 #[derive(Debug)]
 pub struct Download {
@@ -44,6 +55,8 @@ pub struct GraphClient {
     report_url: Url,
     /// The largest report body accepted, in bytes.
     max_body: u64,
+    /// CSV or JSON.
+    format: ReportFormat,
 }
 
 /// A URL's origin (scheme, host, port): the unit that decides whether the token may be sent.
@@ -67,7 +80,23 @@ impl GraphClient {
             http,
             report_url,
             max_body,
+            format: ReportFormat::Csv,
         }
+    }
+
+    /// Asks for the report in `format`: JSON adds `$format=application/json` (beta only).
+    pub fn with_format(mut self, format: ReportFormat) -> Self {
+        self.format = format;
+        if format == ReportFormat::Json {
+            // Written as Graph's documentation shows it, not percent-encoded.
+            self.report_url.set_query(Some("$format=application/json"));
+        }
+        self
+    }
+
+    /// The format asked for.
+    pub fn format(&self) -> ReportFormat {
+        self.format
     }
 
     /// The URL of the report request.
@@ -294,6 +323,13 @@ mod tests {
                 .report_url()
                 .as_str(),
             "https://127.0.0.1:8443/beta/reports/getOffice365ActivationsUserCounts"
+        );
+        assert_eq!(
+            client("https://graph.microsoft.us", "beta")
+                .with_format(ReportFormat::Json)
+                .report_url()
+                .as_str(),
+            "https://graph.microsoft.us/beta/reports/getOffice365ActivationsUserCounts?$format=application/json"
         );
     }
 

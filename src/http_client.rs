@@ -3,8 +3,18 @@
 //! One `reqwest::Client` means one connection pool per host for all tenants. Redirects are off:
 //! the Graph client follows the report's 302 itself, so that the bearer token never leaves the
 //! Graph host. Bodies are read through [`read_capped`], so a runaway answer cannot eat memory.
+//!
+//! Proxies: `--http.proxy` when given (with `user:password@` for proxy authentication, and
+//! NO_PROXY still honoured); otherwise reqwest's own support of HTTPS_PROXY, HTTP_PROXY, ALL_PROXY
+//! and NO_PROXY (upper or lower case). Requests to https URLs go through the proxy as CONNECT
+//! tunnels; the extra CA (`--tls.ca-file`) is trusted for every TLS connection, including one to an
+//! https:// proxy and the inner TLS of a proxy that inspects it. Managed identity endpoints, which
+//! are on the host itself, use a client of their own without proxy.
 
+use std::net::SocketAddr;
 use std::time::Duration;
+
+use reqwest::Url;
 
 use bytes::{Bytes, BytesMut};
 
@@ -18,8 +28,71 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub const USER_AGENT: &str = concat!("office365-activations-exporter/", env!("CARGO_PKG_VERSION"));
 
 /// Builds the shared client. `extra_ca_pem` holds PEM certificates trusted in addition to the
-/// bundled public roots: a corporate TLS-inspecting proxy's CA, or the fake Graph's.
+/// bundled public roots: a corporate TLS-inspecting proxy's CA, or the fake Graph's. Proxies come
+/// from the environment.
 pub fn build(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+    build_with(&HttpOptions {
+        extra_ca_pem,
+        ..HttpOptions::default()
+    })
+}
+
+/// How the shared client is built.
+#[derive(Clone, Debug, Default)]
+pub struct HttpOptions<'a> {
+    /// Extra trusted CA certificates (PEM).
+    pub extra_ca_pem: Option<&'a [u8]>,
+    /// `--http.proxy`; `None`: the environment's proxies.
+    pub proxy: Option<&'a Url>,
+    /// Host names resolved to these addresses instead of DNS (the tests point the national
+    /// clouds' real host names at the fake Graph).
+    pub resolve: &'a [(String, SocketAddr)],
+}
+
+/// A proxy URL without its credentials, for logs.
+pub fn redact_proxy(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut url) => {
+            let _ = url.set_password(None);
+            let _ = url.set_username("");
+            url.to_string()
+        }
+        Err(_) => "(unparsable proxy URL)".to_owned(),
+    }
+}
+
+/// Which proxy outbound requests use, for the log at start: the flag's, or the environment's.
+pub fn describe_proxy(proxy: Option<&Url>, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    if let Some(url) = proxy {
+        return Some(format!("{} (--http.proxy)", redact_proxy(url.as_str())));
+    }
+    let found: Vec<String> = [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ]
+    .iter()
+    .filter_map(|name| {
+        env(name)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| format!("{name}={}", redact_proxy(v.trim())))
+    })
+    .collect();
+    if found.is_empty() {
+        return None;
+    }
+    let no_proxy = env("NO_PROXY")
+        .or_else(|| env("no_proxy"))
+        .unwrap_or_default();
+    Some(format!("{} NO_PROXY={no_proxy}", found.join(" ")))
+}
+
+/// Builds the shared client from `options`.
+pub fn build_with(options: &HttpOptions<'_>) -> Result<reqwest::Client, String> {
+    let extra_ca_pem = options.extra_ca_pem;
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
@@ -36,6 +109,16 @@ pub fn build(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
         for cert in certs {
             builder = builder.add_root_certificate(cert);
         }
+    }
+    if let Some(proxy) = options.proxy {
+        // Adding a proxy turns off reqwest's reading of the environment; NO_PROXY still applies.
+        let proxy = reqwest::Proxy::all(proxy.as_str())
+            .map_err(|e| format!("--http.proxy: {e}"))?
+            .no_proxy(reqwest::NoProxy::from_env());
+        builder = builder.proxy(proxy);
+    }
+    for (host, address) in options.resolve {
+        builder = builder.resolve(host, *address);
     }
     builder
         .build()

@@ -32,6 +32,9 @@ pub const REFRESH_TIMESTAMP: &str = "office365_activations_report_refresh_timest
 
 const REPORT_FAMILIES: [&str; 4] = [ASSIGNED, ACTIVATED, SHARED, REFRESH_TIMESTAMP];
 
+/// The credential expiry gauge's name.
+pub const CREDENTIAL_EXPIRY: &str = "office365_activations_credential_expiry_timestamp_seconds";
+
 /// The version and git revision baked into the build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// See [`VERSION`].
@@ -106,6 +109,9 @@ pub struct Metrics {
     redirect_latency: HistogramVec,
     /// `office365_activations_refresh_duration_seconds{tenant}`.
     refresh_duration: HistogramVec,
+    /// `office365_activations_credential_expiry_timestamp_seconds{tenant}`: only for tenants
+    /// whose credential has a known expiry (a certificate).
+    credential_expiry: GaugeVec,
     /// HELP text of each report family, naming the cache TTL.
     report_help: [String; 4],
 }
@@ -159,6 +165,10 @@ impl Metrics {
             HistogramOpts::new("office365_activations_refresh_duration_seconds", "Duration of whole refreshes of the tenant's report: token, report request, download and parse.").buckets(LATENCY_BUCKETS.to_vec()),
             &["tenant"],
         ).unwrap());
+        let credential_expiry = register(&registry, GaugeVec::new(
+            Opts::new(CREDENTIAL_EXPIRY, "Unix time when the tenant's credential stops working: the notAfter of its client certificate (only for certificate credentials). Alert well before it: Entra ID refuses an expired certificate."),
+            &["tenant"],
+        ).unwrap());
         let build_info = register(&registry, GaugeVec::new(
             Opts::new("office365_activations_exporter_build_info", "A metric with a constant '1' value labeled by version and revision of office365-activations-exporter."),
             &["version", "revision"],
@@ -187,6 +197,7 @@ impl Metrics {
             fetch_errors,
             redirect_latency,
             refresh_duration,
+            credential_expiry,
             report_help,
         }
     }
@@ -203,6 +214,7 @@ impl Metrics {
             fetch_errors: self.fetch_errors.clone(),
             redirect_latency: self.redirect_latency.with_label_values(&[name]),
             refresh_duration: self.refresh_duration.with_label_values(&[name]),
+            credential_expiry: self.credential_expiry.clone(),
         }
     }
 
@@ -213,6 +225,7 @@ impl Metrics {
         let _ = self.refreshes.remove_label_values(&[name]);
         let _ = self.redirect_latency.remove_label_values(&[name]);
         let _ = self.refresh_duration.remove_label_values(&[name]);
+        let _ = self.credential_expiry.remove_label_values(&[name]);
         for stage in [Stage::Token, Stage::Report, Stage::Download, Stage::Parse] {
             for reason in REASONS {
                 let _ = self
@@ -279,9 +292,24 @@ pub struct TenantMetrics {
     redirect_latency: Histogram,
     /// Whole refresh duration.
     refresh_duration: Histogram,
+    /// Created when the credential first reports an expiry.
+    credential_expiry: GaugeVec,
 }
 
 impl TenantMetrics {
+    /// A callback that sets this tenant's credential expiry gauge (creating the series at the
+    /// first call, so credentials without an expiry never show one).
+    pub fn credential_expiry_observer(&self) -> crate::credentials::ExpiryObserver {
+        let gauge = self.credential_expiry.clone();
+        let name = self.name.clone();
+        std::sync::Arc::new(move |at: SystemTime| {
+            let unix = at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            gauge.with_label_values(&[&name]).set(unix);
+        })
+    }
+
     /// A refresh has started.
     pub fn refresh_started(&self) {
         self.refreshes.inc();
@@ -375,5 +403,28 @@ mod tests {
         );
         assert!(text.contains("office365_activations_exporter_build_info{revision="));
         assert!(text.contains("older than 1h"));
+    }
+
+    #[test]
+    fn credential_expiry_appears_only_when_reported_and_leaves_with_the_tenant() {
+        let metrics = Metrics::new("1h");
+        let tenant = metrics.tenant("contoso");
+        let render = |m: &Metrics| String::from_utf8(m.render_cached(std::iter::empty())).unwrap();
+        assert!(!render(&metrics).contains(CREDENTIAL_EXPIRY));
+        let observe = tenant.credential_expiry_observer();
+        observe(UNIX_EPOCH + Duration::from_secs(1_900_000_000));
+        let text = render(&metrics);
+        assert!(
+            text.contains(&format!("# HELP {CREDENTIAL_EXPIRY} ")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "{CREDENTIAL_EXPIRY}{{tenant=\"contoso\"}} 1900000000"
+            )),
+            "{text}"
+        );
+        metrics.remove_tenant("contoso");
+        assert!(!render(&metrics).contains(&format!("{CREDENTIAL_EXPIRY}{{")));
     }
 }

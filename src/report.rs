@@ -4,6 +4,9 @@
 //! counts, a valid date) and lenient about what Graph is known to vary (a UTF-8 byte order mark,
 //! CRLF or LF, quoted fields, reordered or extra columns, no Shared Computer Activation column, a
 //! header-only file). Anything it rejects is rejected whole, so the cache keeps the last good report.
+//!
+//! [`parse_json`] reads the beta JSON form of the same report into the same [`ActivationReport`],
+//! so the metrics are identical whichever format was asked for.
 
 use chrono::NaiveDate;
 
@@ -37,6 +40,9 @@ pub enum ParseError {
     /// The body is not CSV at all (an HTML error page, a JSON error, an empty body).
     #[error("report is not CSV: {0}")]
     NotCsv(String),
+    /// The body is not the JSON report (when JSON was asked for).
+    #[error("report is not the expected JSON: {0}")]
+    NotJson(String),
     /// A column the exporter needs is absent from the header row.
     #[error("report has no {0:?} column (header: {1})")]
     MissingColumn(&'static str, String),
@@ -55,6 +61,7 @@ impl ParseError {
     pub fn reason(&self) -> &'static str {
         match self {
             ParseError::NotCsv(_) => "not_csv",
+            ParseError::NotJson(_) => "invalid_response",
             ParseError::MissingColumn(..) => "missing_column",
             ParseError::InvalidValue { .. } => "invalid_value",
         }
@@ -150,6 +157,106 @@ pub fn parse_csv(body: &[u8]) -> Result<ActivationReport, ParseError> {
             assigned: count(assigned_col, ASSIGNED)?,
             activated: count(activated_col, ACTIVATED)?,
             shared_computer_activation,
+        });
+    }
+    Ok(report)
+}
+
+/// One entry of the JSON report's `value`.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonRow {
+    report_refresh_date: Option<String>,
+    product_type: Option<String>,
+    assigned: Option<serde_json::Value>,
+    activated: Option<serde_json::Value>,
+    #[serde(default)]
+    shared_computer_activation: Option<serde_json::Value>,
+}
+
+/// The JSON report: `{"value":[...]}`.
+#[derive(serde::Deserialize)]
+struct JsonReport {
+    value: Vec<JsonRow>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+}
+
+/// Parses the beta JSON form of the report
+/// (`{"value":[{"reportRefreshDate":"2017-09-01","productType":"Microsoft 365 Apps for enterprise","assigned":2679,...}]}`).
+///
+/// Graph spells product types in mixed case here and in upper case in the CSV; they are upper-cased
+/// so that the `product_type` label is the same whichever format is used. Counts may arrive as
+/// numbers or numeric strings; the same rules as the CSV apply (non-negative integers, a valid
+/// date, no duplicate product, `sharedComputerActivation` optional).
+pub fn parse_json(body: &[u8]) -> Result<ActivationReport, ParseError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let parsed: JsonReport = serde_json::from_slice(body).map_err(|e| {
+        let start = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        ParseError::NotJson(format!("{e} (body starts with {start:?})"))
+    })?;
+    if parsed.next_link.is_some() {
+        return Err(ParseError::NotJson(
+            "the report is paged (@odata.nextLink); one page was expected".into(),
+        ));
+    }
+    let mut report = ActivationReport {
+        refresh_date: None,
+        products: Vec::new(),
+    };
+    for (i, row) in parsed.value.into_iter().enumerate() {
+        let row_number = i as u64 + 1;
+        let invalid = |detail: String| ParseError::InvalidValue {
+            row: row_number,
+            detail,
+        };
+        let count = |value: &Option<serde_json::Value>,
+                     name: &str|
+         -> Result<Option<u64>, ParseError> {
+            match value {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                    invalid(format!("{name} must be a non-negative integer, got {n}"))
+                }),
+                Some(serde_json::Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+                    invalid(format!("{name} must be a non-negative integer, got {s:?}"))
+                }),
+                Some(other) => Err(invalid(format!(
+                    "{name} must be a non-negative integer, got {other}"
+                ))),
+            }
+        };
+        let required = |value: Option<u64>, name: &'static str| {
+            value.ok_or_else(|| invalid(format!("{name} is missing")))
+        };
+        let raw_date = row.report_refresh_date.unwrap_or_default();
+        let date = NaiveDate::parse_from_str(raw_date.trim(), "%Y-%m-%d").map_err(|_| {
+            invalid(format!(
+                "reportRefreshDate must be YYYY-MM-DD, got {raw_date:?}"
+            ))
+        })?;
+        report.refresh_date = report.refresh_date.max(Some(date));
+        let product_type = row.product_type.unwrap_or_default().trim().to_uppercase();
+        if product_type.is_empty() {
+            return Err(invalid("productType is empty".into()));
+        }
+        if report
+            .products
+            .iter()
+            .any(|p| p.product_type == product_type)
+        {
+            return Err(invalid(format!(
+                "productType {product_type:?} appears twice"
+            )));
+        }
+        report.products.push(ProductCounts {
+            product_type,
+            assigned: required(count(&row.assigned, "assigned")?, "assigned")?,
+            activated: required(count(&row.activated, "activated")?, "activated")?,
+            shared_computer_activation: count(
+                &row.shared_computer_activation,
+                "sharedComputerActivation",
+            )?,
         });
     }
     Ok(report)
@@ -312,5 +419,41 @@ mod tests {
                 detail: "Assigned must be a non-negative integer, got \"x\"".into()
             }
         );
+    }
+
+    #[test]
+    fn json_report_parses_into_the_same_report_as_the_csv() {
+        let json = br#"{"@odata.context":"https://graph.microsoft.com/beta/$metadata#Collection(microsoft.graph.office365ActivationCounts)","value":[{"reportRefreshDate":"2026-11-25","productType":"Microsoft 365 Apps for enterprise","assigned":2679,"activated":1710,"sharedComputerActivation":1024},{"reportRefreshDate":"2026-11-25","productType":"Project Online Desktop Client","assigned":"120","activated":88,"sharedComputerActivation":0}]}"#;
+        let csv = b"\xEF\xBB\xBFReport Refresh Date,Product Type,Assigned,Activated,Shared Computer Activation\r\n\
+2026-11-25,MICROSOFT 365 APPS FOR ENTERPRISE,2679,1710,1024\r\n\
+2026-11-25,PROJECT ONLINE DESKTOP CLIENT,120,88,0\r\n";
+        assert_eq!(parse_json(json).unwrap(), parse_csv(csv).unwrap());
+        let empty = parse_json(br#"{"value":[]}"#).unwrap();
+        assert_eq!((empty.refresh_date, empty.products.len()), (None, 0));
+        let no_shared = parse_json(
+            br#"{"value":[{"reportRefreshDate":"2026-11-25","productType":"Visio Online Plan 2","assigned":5,"activated":3}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            no_shared.products,
+            vec![product("VISIO ONLINE PLAN 2", 5, 3, None)]
+        );
+    }
+
+    #[test]
+    fn bad_json_reports_are_rejected_whole() {
+        for (body, reason) in [
+            (&b"Report Refresh Date,Product Type\n"[..], "invalid_response"),
+            (b"{\"error\":{\"code\":\"x\"}}", "invalid_response"),
+            (b"{\"value\":[],\"@odata.nextLink\":\"https://x\"}", "invalid_response"),
+            (b"{\"value\":[{\"reportRefreshDate\":\"2026-11-25\",\"productType\":\"A\",\"assigned\":-1,\"activated\":1}]}", "invalid_value"),
+            (b"{\"value\":[{\"reportRefreshDate\":\"2026-11-25\",\"productType\":\"A\",\"assigned\":1.5,\"activated\":1}]}", "invalid_value"),
+            (b"{\"value\":[{\"reportRefreshDate\":\"2026-11-25\",\"productType\":\"A\",\"activated\":1}]}", "invalid_value"),
+            (b"{\"value\":[{\"reportRefreshDate\":\"25/11/2026\",\"productType\":\"A\",\"assigned\":1,\"activated\":1}]}", "invalid_value"),
+            (b"{\"value\":[{\"reportRefreshDate\":\"2026-11-25\",\"productType\":\"a\",\"assigned\":1,\"activated\":1},{\"reportRefreshDate\":\"2026-11-25\",\"productType\":\"A\",\"assigned\":1,\"activated\":1}]}", "invalid_value"),
+        ] {
+            let err = parse_json(body).unwrap_err();
+            assert_eq!(err.reason(), reason, "{}: {err}", String::from_utf8_lossy(body));
+        }
     }
 }

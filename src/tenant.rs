@@ -14,10 +14,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 use crate::config::TenantConfig;
-use crate::credentials::client_secret::ClientSecret;
-use crate::credentials::TokenCache;
+use crate::credentials::{self, CredentialParams, TokenCache};
 use crate::error::Error;
-use crate::graph::GraphClient;
+use crate::graph::{GraphClient, ReportFormat};
 use crate::metrics::{encode_report, ReportSamples, TenantMetrics};
 use crate::report::{self, ActivationReport};
 
@@ -130,16 +129,16 @@ impl Tenant {
         max_report_size: u64,
         metrics: TenantMetrics,
     ) -> Result<Tenant, String> {
-        let scope = format!(
-            "{}/.default",
-            config.graph_endpoint.as_str().trim_end_matches('/')
-        );
-        let credential = ClientSecret::new(
-            &config.authority_host,
-            &config.tenant_id,
-            &config.client_id,
-            &scope,
-            config.secret.clone(),
+        let credential = credentials::build(
+            &config.credential,
+            CredentialParams {
+                tenant_name: &config.name,
+                tenant_id: &config.tenant_id,
+                client_id: &config.client_id,
+                authority_host: &config.authority_host,
+                scope: &config.scope,
+                expiry: Some(metrics.credential_expiry_observer()),
+            },
         )?;
         Ok(Tenant {
             name: config.name.clone(),
@@ -149,10 +148,11 @@ impl Tenant {
                 &config.graph_endpoint,
                 &config.api_version,
                 max_report_size,
-            ),
+            )
+            .with_format(config.report_format),
             config: config.clone(),
             shared,
-            token: TokenCache::new(Box::new(credential)),
+            token: TokenCache::new(credential),
             metrics,
             state: Mutex::new(State::default()),
         })
@@ -294,7 +294,10 @@ impl Tenant {
                     return Err(error);
                 }
                 Ok(download) => {
-                    let report = report::parse_csv(&download.body)?;
+                    let report = match self.graph.format() {
+                        ReportFormat::Csv => report::parse_csv(&download.body)?,
+                        ReportFormat::Json => report::parse_json(&download.body)?,
+                    };
                     return Ok((report, download.redirect_latency));
                 }
             }

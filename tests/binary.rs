@@ -283,8 +283,8 @@ async fn check_without_the_ca_fails_on_tls_with_a_clear_reason() {
     assert!(err.to_lowercase().contains("certificate"), "{err}");
     let json_line = err
         .lines()
-        .find(|l| l.starts_with('{'))
-        .expect("a JSON log line");
+        .find(|l| l.starts_with('{') && l.contains("\"stage\""))
+        .expect("a JSON log line with the stage");
     let parsed: serde_json::Value = serde_json::from_str(json_line).unwrap();
     assert_eq!(parsed["stage"], "token");
     assert_eq!(parsed["reason"], "network");

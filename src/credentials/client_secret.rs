@@ -1,20 +1,14 @@
 //! The client-credentials grant with a client secret.
-//!
-//! Written on reqwest rather than `azure_identity` because the exporter needs what that crate does
-//! not hand back: the AADSTS code and correlation id of a refusal as fields (for the log line and
-//! the operator's hint), the shared connection pool and extra CA of [`crate::http_client`], and no
-//! retry loop of its own hiding Entra ID's answers from the refresh's backoff.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use reqwest::Url;
-use serde::Deserialize;
-use tokio::time::Instant;
 
+use super::entra;
 use super::{AccessToken, BoxFuture, Credential, Secret};
-use crate::error::{parse_retry_after, Error, RequestIds, Stage, TokenRejection};
-use crate::http_client::{read_capped, snippet, transport_error, ERROR_BODY_LIMIT};
+use crate::error::{Error, Stage};
+
+pub use super::entra::token_url;
 
 /// Where the secret is read from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,58 +71,6 @@ impl ClientSecret {
     }
 }
 
-/// `{authority}/{tenant}/oauth2/v2.0/token`, with the tenant id as one path segment.
-pub fn token_url(authority_host: &Url, tenant_id: &str) -> Result<Url, String> {
-    let mut url = authority_host.clone();
-    url.path_segments_mut()
-        .map_err(|_| format!("{authority_host} cannot be an authority host"))?
-        .pop_if_empty()
-        .extend([tenant_id, "oauth2", "v2.0", "token"]);
-    Ok(url)
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    /// A number from Entra ID, a string from managed identity endpoints.
-    expires_in: NumberOrString,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumberOrString {
-    Number(u64),
-    String(String),
-}
-
-#[derive(Deserialize, Default)]
-struct TokenErrorBody {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    error_description: String,
-    #[serde(default)]
-    error_codes: Vec<u64>,
-    trace_id: Option<String>,
-    correlation_id: Option<String>,
-}
-
-/// What an operator should do about an AADSTS code.
-fn hint(aadsts: Option<u64>, status: u16) -> &'static str {
-    match aadsts {
-        Some(7000215) => "the client secret is wrong: use the secret's Value (not its Secret ID) from Entra ID > App registrations > Certificates & secrets",
-        Some(7000222) => "the client secret has expired: create a new one in the app registration and update AZURE_CLIENT_SECRET or the secret file",
-        Some(700016) => "no app with this client id in this tenant: check the client id, and that the app was consented in this tenant",
-        Some(90002) | Some(90023) => "tenant not found: check the tenant id and the authority host (cloud)",
-        Some(70011) => "invalid scope: the token scope must be the Graph endpoint followed by /.default",
-        Some(700027) | Some(700024) => "the client assertion was refused: check the certificate uploaded to the app registration",
-        Some(7000112) => "the application is disabled in this tenant",
-        _ if status == 429 => "Entra ID is throttling token requests: the exporter waits and retries",
-        _ if status >= 500 => "Entra ID is failing: the exporter retries with backoff",
-        _ => "look the AADSTS code up in Microsoft's Entra ID error reference",
-    }
-}
-
 impl Credential for ClientSecret {
     fn method(&self) -> &'static str {
         "client_secret"
@@ -149,72 +91,7 @@ impl Credential for ClientSecret {
                 ("grant_type", "client_credentials"),
                 ("client_secret", secret.expose()),
             ];
-            let sent = Instant::now();
-            let response = http
-                .post(self.token_url.clone())
-                .header("client-request-id", uuid::Uuid::new_v4().to_string())
-                .form(&form)
-                .send()
-                .await
-                .map_err(|e| transport_error(Stage::Token, e))?;
-            let status = response.status().as_u16();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            if status == 200 {
-                let body = read_capped(response, Stage::Token, ERROR_BODY_LIMIT).await?;
-                let parsed: TokenResponse =
-                    serde_json::from_slice(&body).map_err(|e| Error::InvalidResponse {
-                        stage: Stage::Token,
-                        detail: format!("token response is not the expected JSON: {e}"),
-                    })?;
-                let expires_in = match parsed.expires_in {
-                    NumberOrString::Number(n) => Some(n),
-                    NumberOrString::String(s) => s.parse().ok(),
-                }
-                .ok_or_else(|| Error::InvalidResponse {
-                    stage: Stage::Token,
-                    detail: "token response has a non-numeric expires_in".into(),
-                })?;
-                return Ok(AccessToken {
-                    value: Secret::new(parsed.access_token),
-                    expires_at: sent + Duration::from_secs(expires_in),
-                });
-            }
-            let body = read_capped(response, Stage::Token, ERROR_BODY_LIMIT)
-                .await
-                .unwrap_or_default();
-            let parsed: TokenErrorBody = serde_json::from_slice(&body).unwrap_or_default();
-            let code = parsed.error_codes.first().copied().or_else(|| {
-                // "AADSTS7000215: Invalid client secret provided..."
-                let rest = parsed.error_description.strip_prefix("AADSTS")?;
-                rest.split(|c: char| !c.is_ascii_digit())
-                    .next()?
-                    .parse()
-                    .ok()
-            });
-            let description = match parsed.error_description.lines().next() {
-                Some(line) if !line.trim().is_empty() => line.trim().to_owned(),
-                _ => snippet(&body),
-            };
-            Err(Error::TokenRejected(Box::new(TokenRejection {
-                status,
-                error: if parsed.error.is_empty() {
-                    "-".into()
-                } else {
-                    parsed.error
-                },
-                aadsts: code.map(|c| format!("AADSTS{c}")),
-                description,
-                hint: hint(code, status),
-                ids: RequestIds {
-                    request_id: parsed.trace_id,
-                    client_request_id: parsed.correlation_id,
-                },
-                retry_after,
-            })))
+            entra::request_token(http, &self.token_url, &form).await
         })
     }
 }
@@ -222,22 +99,6 @@ impl Credential for ClientSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn token_url_keeps_the_tenant_as_one_segment() {
-        let authority = Url::parse("https://login.microsoftonline.com").unwrap();
-        assert_eq!(
-            token_url(&authority, "contoso.onmicrosoft.com")
-                .unwrap()
-                .as_str(),
-            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
-        );
-        let with_slash = Url::parse("https://127.0.0.1:8443/").unwrap();
-        assert_eq!(
-            token_url(&with_slash, "t").unwrap().as_str(),
-            "https://127.0.0.1:8443/t/oauth2/v2.0/token"
-        );
-    }
 
     #[test]
     fn secret_debug_is_redacted() {

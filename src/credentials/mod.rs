@@ -1,19 +1,63 @@
 //! Access tokens for Microsoft Graph: where they come from, and how long they are kept.
 //!
-//! A [`Credential`] asks Entra ID for a token (one implementation per authentication method; the
-//! client secret is [`client_secret::ClientSecret`]). A [`TokenCache`] wraps one and reuses its
-//! token until shortly before it expires, so a tenant costs one token request per token lifetime,
-//! not one per refresh. Token values live in [`Secret`], whose `Debug` never prints them.
+//! A [`Credential`] asks Entra ID (or a managed identity endpoint) for a token; there is one
+//! implementation per authentication method:
+//!
+//! | method | type | what it sends |
+//! |---|---|---|
+//! | `client_secret` | [`client_secret::ClientSecret`] | `client_secret` |
+//! | `client_certificate` | [`certificate::ClientCertificate`] | a JWT signed with the certificate's key |
+//! | `workload_identity` | [`workload_identity::WorkloadIdentity`] | the projected Kubernetes token as assertion |
+//! | `managed_identity` | [`managed_identity::ManagedIdentity`] | nothing: IMDS or App Service vouches |
+//!
+//! [`CredentialConfig`] is the validated choice (see `config.rs` for the order in which a method is
+//! picked when `--auth.method` does not force one) and [`build`] turns it into a credential. A
+//! [`TokenCache`] wraps one and reuses its token until shortly before it expires, so a tenant costs
+//! one token request per token lifetime, not one per refresh. Token values live in [`Secret`],
+//! whose `Debug` never prints them.
+//!
+//! # Why not Microsoft's `azure_identity` crate
+//!
+//! It is the well-kept implementation of these flows, and was checked (azure_identity 1.0.0 and
+//! 1.1.0-beta.1, on azure_core 1.x / typespec_client_core 1.x) against what this exporter needs:
+//!
+//! - Transport: it brings its own reqwest 0.13 through typespec_client_core, whose `rustls`
+//!   feature uses aws-lc-rs; the project's TLS is rustls with ring on reqwest 0.12. Plugging our
+//!   client in means implementing azure_core's `HttpClient` over it, by hand.
+//! - Authority: it refuses any authority host that is not https (`get_authority_host`), and its
+//!   IMDS address is a constant (`http://169.254.169.254`), so neither the fake's loopback
+//!   endpoints nor a test IMDS can be used; the tests would not cover the code that runs.
+//! - Certificates: its `ClientCertificateCredential` needs the `openssl` feature (OpenSSL), which
+//!   the project excludes.
+//! - Errors: it returns the AADSTS codes joined in one string and the description, with the
+//!   correlation id only inside the raw response; its own retry policy and its wall-clock token
+//!   expiry (`OffsetDateTime`) sit between Entra ID and the refresh's backoff and paused-time tests.
+//!
+//! So the flows are implemented here on the shared reqwest client ([`crate::http_client`]), which
+//! gives the extra CA, the proxy, and [`crate::error::TokenRejection`] with the AADSTS code,
+//! correlation id and an operator hint. The wire formats follow Microsoft's documentation and
+//! azure_identity's source.
 
+pub mod certificate;
 pub mod client_secret;
+pub mod entra;
+pub mod managed_identity;
+pub mod workload_identity;
 
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
+use reqwest::Url;
 use tokio::time::Instant;
+
+use certificate::{CertificateSource, ClientCertificate};
+use client_secret::{ClientSecret, SecretSource};
+use managed_identity::{ManagedIdentity, ManagedIdentityConfig};
+use workload_identity::WorkloadIdentity;
 
 use crate::error::Error;
 
@@ -107,4 +151,109 @@ impl TokenCache {
     pub fn invalidate(&self) {
         *self.cached.lock().unwrap() = None;
     }
+}
+
+/// Told the notAfter of the certificate a credential uses, at start and after each reload (feeds
+/// `office365_activations_credential_expiry_timestamp_seconds`).
+pub type ExpiryObserver = Arc<dyn Fn(SystemTime) + Send + Sync>;
+
+/// How one tenant authenticates, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialConfig {
+    /// Client id and secret.
+    ClientSecret(SecretSource),
+    /// Client id and certificate.
+    ClientCertificate(CertificateSource),
+    /// Client id and a federated token file (Kubernetes workload identity).
+    WorkloadIdentity {
+        /// `AZURE_FEDERATED_TOKEN_FILE`, read at every token request.
+        token_file: PathBuf,
+    },
+    /// The host's managed identity.
+    ManagedIdentity(ManagedIdentityConfig),
+}
+
+impl CredentialConfig {
+    /// The method's name, as `--auth.method` and the logs spell it.
+    pub fn method(&self) -> &'static str {
+        match self {
+            CredentialConfig::ClientSecret(_) => "client_secret",
+            CredentialConfig::ClientCertificate(_) => "client_certificate",
+            CredentialConfig::WorkloadIdentity { .. } => "workload_identity",
+            CredentialConfig::ManagedIdentity(_) => "managed_identity",
+        }
+    }
+
+    /// Where the credential comes from, for the log line at start (never a secret).
+    pub fn describe(&self) -> String {
+        match self {
+            CredentialConfig::ClientSecret(SecretSource::Value(_)) => {
+                "client secret from AZURE_CLIENT_SECRET".into()
+            }
+            CredentialConfig::ClientSecret(SecretSource::File(path)) => {
+                format!("client secret file {}", path.display())
+            }
+            CredentialConfig::ClientCertificate(source) => format!(
+                "certificate file {} ({}{})",
+                source.path.display(),
+                source.algorithm.as_str(),
+                if source.send_chain { ", x5c" } else { "" }
+            ),
+            CredentialConfig::WorkloadIdentity { token_file } => {
+                format!("federated token file {}", token_file.display())
+            }
+            CredentialConfig::ManagedIdentity(mi) => mi.describe(),
+        }
+    }
+}
+
+/// What a credential needs besides its [`CredentialConfig`].
+pub struct CredentialParams<'a> {
+    /// The tenant's name, for log lines.
+    pub tenant_name: &'a str,
+    /// Directory (tenant) id (unused by managed identity).
+    pub tenant_id: &'a str,
+    /// Application (client) id (for managed identity, see [`ManagedIdentityConfig`]).
+    pub client_id: &'a str,
+    /// Entra ID host.
+    pub authority_host: &'a Url,
+    /// `{graph endpoint}/.default`, or `--auth.scope`.
+    pub scope: &'a str,
+    /// Told the certificate's notAfter.
+    pub expiry: Option<ExpiryObserver>,
+}
+
+/// Builds the credential a tenant's configuration describes; a certificate is loaded (and
+/// checked) here.
+pub fn build(
+    config: &CredentialConfig,
+    params: CredentialParams<'_>,
+) -> Result<Box<dyn Credential>, String> {
+    let token_url = || entra::token_url(params.authority_host, params.tenant_id);
+    Ok(match config {
+        CredentialConfig::ClientSecret(secret) => Box::new(ClientSecret::new(
+            params.authority_host,
+            params.tenant_id,
+            params.client_id,
+            params.scope,
+            secret.clone(),
+        )?),
+        CredentialConfig::ClientCertificate(source) => Box::new(ClientCertificate::new(
+            params.tenant_name,
+            token_url()?,
+            params.client_id,
+            params.scope,
+            source.clone(),
+            params.expiry,
+        )?),
+        CredentialConfig::WorkloadIdentity { token_file } => Box::new(WorkloadIdentity::new(
+            token_url()?,
+            params.client_id,
+            params.scope,
+            token_file.clone(),
+        )),
+        CredentialConfig::ManagedIdentity(mi) => {
+            Box::new(ManagedIdentity::new(mi.clone(), params.scope)?)
+        }
+    })
 }

@@ -20,12 +20,23 @@
 //! so only a client that trusts that CA accepts them. All timing (token and link expiry, throttle
 //! windows, delays) uses tokio's clock, so tests running on paused time control it.
 //!
+//! It also checks what a client authenticates with as Entra ID does ([`identity`]): client
+//! secrets, certificate assertions against the certificates registered on the app
+//! ([`FakeTenant::certificates`]), and federated tokens (workload identity) against the app's
+//! federated credentials and a fake OIDC issuer ([`FakeGraph::mint_federated_token`]). The login
+//! and Graph hosts answer to the national clouds' host names too (their certificate names them;
+//! [`FakeGraph::cloud_resolve_overrides`] points a client's DNS at them): each cloud's Entra ID
+//! issues tokens only for its own Graph, and the national Graphs have only the beta report. Two
+//! plain HTTP listeners play IMDS and the App Service identity endpoint ([`msi`]).
+//!
 //! Tests script unusual answers per tenant with [`Canned`] (first in, first out, overriding the
 //! normal behaviour) and the other knobs of [`FakeGraph`], and inspect what the exporter did with
 //! [`FakeGraph::stats`]. [`FakeGraphOptions::demo`] gives the `--demo` setup: two tenants
 //! ([`DEMO_TENANTS`]) whose numbers drift slowly with wall-clock time ([`demo_products`]).
 
 mod demo;
+pub mod identity;
+pub mod msi;
 mod scenario;
 mod server;
 mod tls;
@@ -42,6 +53,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 pub use demo::{demo_products, DEMO_PRODUCT_TYPES, DEMO_SEEDS, DEMO_TENANTS};
+pub use identity::{AssertionSeen, FakeCloud, FakeFederatedCredential, TOKEN_EXCHANGE_AUDIENCE};
+pub use msi::{FakeManagedIdentity, FakeMsiStats};
 pub use scenario::Canned;
 
 use scenario::{Endpoint, State, TenantState};
@@ -66,6 +79,8 @@ pub struct FakeGraphOptions {
     /// Added before every answer of every host, to model a real network round trip (the
     /// benchmark uses 50 ms); zero by default.
     pub latency: Duration,
+    /// The managed identities the fake IMDS and App Service endpoints know.
+    pub managed_identities: Vec<FakeManagedIdentity>,
 }
 
 /// TLS connections accepted so far, per host: shows whether a client pools its connections.
@@ -89,6 +104,7 @@ impl Default for FakeGraphOptions {
             link_ttl: Duration::from_secs(300),
             token_lifetime: Duration::from_secs(3599),
             latency: Duration::ZERO,
+            managed_identities: Vec::new(),
         }
     }
 }
@@ -123,6 +139,11 @@ pub struct FakeTenant {
     /// Whether the application has been granted Reports.Read.All; `false` makes Graph answer
     /// 401 `S2SUnauthorized` "Invalid scope claims/roles." (a token is still issued, as for real).
     pub reports_permission: bool,
+    /// Certificates (PEM or DER) uploaded to the application: client assertions must be signed
+    /// by one of them and name it by thumbprint.
+    pub certificates: Vec<Vec<u8>>,
+    /// The application's federated credentials (workload identity).
+    pub federated_credentials: Vec<FakeFederatedCredential>,
     /// What the report contains.
     pub data: ReportData,
 }
@@ -140,8 +161,22 @@ impl FakeTenant {
             client_id: client_id.into(),
             client_secret: client_secret.into(),
             reports_permission: true,
+            certificates: Vec::new(),
+            federated_credentials: Vec::new(),
             data,
         }
+    }
+
+    /// Registers a certificate (PEM or DER) on the application.
+    pub fn with_certificate(mut self, pem_or_der: impl Into<Vec<u8>>) -> Self {
+        self.certificates.push(pem_or_der.into());
+        self
+    }
+
+    /// Adds a federated credential to the application.
+    pub fn with_federated_credential(mut self, credential: FakeFederatedCredential) -> Self {
+        self.federated_credentials.push(credential);
+        self
     }
 }
 
@@ -221,6 +256,11 @@ pub struct FakeStats {
     pub report_paths: Vec<String>,
     /// The `User-Agent` of each report request, in order (empty when absent).
     pub user_agents: Vec<String>,
+    /// How each token was obtained, in order: `client_secret`, `client_certificate`,
+    /// `workload_identity` or `managed_identity`.
+    pub token_methods: Vec<String>,
+    /// Every client assertion received (certificate or federated), accepted or not.
+    pub client_assertions: Vec<AssertionSeen>,
 }
 
 /// A running fake: three HTTPS listeners and their shared state. Dropping it stops the
@@ -232,6 +272,15 @@ pub struct FakeGraph {
     ca_pem: String,
     /// Accept loops of the listeners; aborting one also aborts its connections.
     tasks: Vec<JoinHandle<()>>,
+    /// Where the login and Graph hosts listen.
+    addresses: Addresses,
+}
+
+/// Socket addresses of the login and Graph listeners.
+#[derive(Clone, Copy, Debug)]
+struct Addresses {
+    login: std::net::SocketAddr,
+    graph: std::net::SocketAddr,
 }
 
 impl std::fmt::Debug for FakeGraph {
@@ -251,7 +300,9 @@ impl FakeGraph {
         let mut tenants = HashMap::new();
         for t in opts.tenants {
             let id = t.tenant_id.clone();
-            if tenants.insert(id.clone(), TenantState::new(t)).is_some() {
+            let state =
+                TenantState::new(t).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            if tenants.insert(id.clone(), state).is_some() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("fake graph: tenant id {id:?} configured twice"),
@@ -263,6 +314,9 @@ impl FakeGraph {
         let login = tls::bind_v4().await?;
         let graph = tls::bind_v4().await?;
         let (download_v4, download_v6) = tls::bind_dual().await?;
+        let imds = tls::bind_v4().await?;
+        let app_service = tls::bind_v4().await?;
+        let issuer = identity::Issuer::generate().map_err(io::Error::other)?;
 
         let config = Config {
             authority_host: format!("https://127.0.0.1:{}", login.local_addr()?.port()),
@@ -274,14 +328,29 @@ impl FakeGraph {
             link_ttl: opts.link_ttl,
             token_lifetime: opts.token_lifetime,
             latency: opts.latency,
+            app_service_secret: util::random_id(24),
+            imds_endpoint: format!("http://127.0.0.1:{}", imds.local_addr()?.port()),
+            app_service_endpoint: format!(
+                "http://127.0.0.1:{}/MSI/token/",
+                app_service.local_addr()?.port()
+            ),
+        };
+        let addresses = Addresses {
+            login: login.local_addr()?,
+            graph: graph.local_addr()?,
         };
         let shared = Arc::new(Shared {
             config,
             state: Mutex::new(State {
                 tenants,
+                msi: msi::MsiState {
+                    identities: opts.managed_identities,
+                    ..msi::MsiState::default()
+                },
                 ..State::default()
             }),
             connections: Default::default(),
+            issuer,
         });
 
         let acceptor = TlsAcceptor::from(tls.server_config);
@@ -305,6 +374,16 @@ impl FakeGraph {
                 Host::Download,
             )),
         ];
+        tasks.push(tokio::spawn(msi::serve(
+            imds,
+            shared.clone(),
+            msi::MsiKind::Imds,
+        )));
+        tasks.push(tokio::spawn(msi::serve(
+            app_service,
+            shared.clone(),
+            msi::MsiKind::AppService,
+        )));
         if let Some(v6) = download_v6 {
             tasks.push(tokio::spawn(server::serve(
                 v6,
@@ -323,6 +402,7 @@ impl FakeGraph {
             shared,
             ca_pem: tls.ca_pem,
             tasks,
+            addresses,
         })
     }
 
@@ -478,6 +558,102 @@ impl FakeGraph {
             graph: count(1),
             download: count(2),
         }
+    }
+
+    /// The fake IMDS base URL, `http://127.0.0.1:<port>` (for `--auth.imds-endpoint`).
+    pub fn imds_endpoint(&self) -> String {
+        self.shared.config.imds_endpoint.clone()
+    }
+
+    /// The fake App Service identity endpoint (for `IDENTITY_ENDPOINT`).
+    pub fn app_service_endpoint(&self) -> String {
+        self.shared.config.app_service_endpoint.clone()
+    }
+
+    /// The header value the App Service endpoint expects (for `IDENTITY_HEADER`).
+    pub fn app_service_header(&self) -> String {
+        self.shared.config.app_service_secret.clone()
+    }
+
+    /// Queues `c` as the answer to a coming IMDS request (FIFO).
+    pub fn push_imds_response(&self, c: Canned) {
+        self.lock().msi.imds_canned.push_back(c);
+    }
+
+    /// Queues `c` as the answer to a coming App Service identity request (FIFO).
+    pub fn push_app_service_response(&self, c: Canned) {
+        self.lock().msi.app_service_canned.push_back(c);
+    }
+
+    /// What the managed identity endpoints saw.
+    pub fn msi_stats(&self) -> FakeMsiStats {
+        self.lock().msi.stats.clone()
+    }
+
+    /// The issuer URL of the federated tokens the fake mints (the `issuer` of a
+    /// [`FakeFederatedCredential`] that should trust them).
+    pub fn federation_issuer(&self) -> String {
+        self.shared.issuer.url.clone()
+    }
+
+    /// A federated token as a Kubernetes cluster projects it for a service account: ES256,
+    /// `iss` = [`FakeGraph::federation_issuer`], `sub` = `subject`, `aud` = `[audience]`, valid
+    /// from now (the login host's clock) for `lifetime`.
+    pub fn mint_federated_token(
+        &self,
+        subject: &str,
+        audience: &str,
+        lifetime: Duration,
+    ) -> String {
+        let now = std::time::SystemTime::now() + self.lock().clock_offset;
+        self.shared.issuer.mint(subject, audience, now, lifetime)
+    }
+
+    /// Moves the login host's clock `offset` ahead of the real one: client assertions and
+    /// federated tokens are judged against it (an assertion made now looks expired with an offset
+    /// beyond its lifetime plus 5 minutes of skew).
+    pub fn set_clock_offset(&self, offset: Duration) {
+        self.lock().clock_offset = offset;
+    }
+
+    /// Registers one more certificate (PEM or DER) on the tenant's application, as an
+    /// administrator uploading a new certificate does.
+    pub fn register_certificate(&self, tenant_id: &str, pem_or_der: &[u8]) {
+        let certificate = identity::RegisteredCertificate::parse(pem_or_der)
+            .unwrap_or_else(|e| panic!("FakeGraph::register_certificate: {e}"));
+        self.with_tenant("register_certificate", tenant_id, |t| {
+            t.certificates.push(certificate)
+        });
+    }
+
+    /// Adds a federated credential to the tenant's application.
+    pub fn add_federated_credential(&self, tenant_id: &str, credential: FakeFederatedCredential) {
+        self.with_tenant("add_federated_credential", tenant_id, |t| {
+            t.federated.push(credential)
+        });
+    }
+
+    /// Removes every certificate registered on the tenant's application.
+    pub fn remove_certificates(&self, tenant_id: &str) {
+        self.with_tenant("remove_certificates", tenant_id, |t| t.certificates.clear());
+    }
+
+    /// DNS overrides that send the real host names of every cloud's Entra ID and Graph to this
+    /// fake (its certificate names them), for `reqwest::ClientBuilder::resolve`. The download
+    /// host stays `localhost`.
+    pub fn cloud_resolve_overrides(&self) -> Vec<(String, std::net::SocketAddr)> {
+        let mut out = Vec::new();
+        for cloud in FakeCloud::ALL {
+            for (host, address) in [
+                (cloud.login_host(), self.addresses.login),
+                (cloud.graph_host(), self.addresses.graph),
+            ] {
+                if !out.iter().any(|(h, _)| h == host) {
+                    out.push((host.to_string(), address));
+                }
+            }
+        }
+        out
     }
 
     /// A snapshot of what the fake saw for this tenant so far.

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::identity::{FakeCloud, FakeFederatedCredential, RegisteredCertificate};
 use super::util::{base64, random_bytes, random_id, xml_escape};
 use super::{FakeStats, FakeTenant, ReportData};
 
@@ -287,6 +288,10 @@ pub(crate) struct TenantState {
     pub(crate) client_secret: String,
     /// Whether that secret has expired (token requests then get AADSTS7000222).
     pub(crate) secret_expired: bool,
+    /// Certificates registered on the app (client assertions are verified against them).
+    pub(crate) certificates: Vec<RegisteredCertificate>,
+    /// Federated credentials of the app (workload identity).
+    pub(crate) federated: Vec<FakeFederatedCredential>,
     /// Whether Reports.Read.All is granted (else the report answers 401 S2SUnauthorized).
     pub(crate) reports_permission: bool,
     /// Where the report numbers come from.
@@ -305,11 +310,18 @@ pub(crate) struct TenantState {
 
 impl TenantState {
     /// The running state of a configured tenant.
-    pub(crate) fn new(t: FakeTenant) -> Self {
-        TenantState {
+    pub(crate) fn new(t: FakeTenant) -> Result<Self, String> {
+        let certificates = t
+            .certificates
+            .iter()
+            .map(|c| RegisteredCertificate::parse(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TenantState {
             client_id: t.client_id,
             client_secret: t.client_secret,
             secret_expired: false,
+            certificates,
+            federated: t.federated_credentials,
             reports_permission: t.reports_permission,
             data: t.data,
             body_override: None,
@@ -317,7 +329,7 @@ impl TenantState {
             canned: HashMap::new(),
             throttle: HashMap::new(),
             stats: FakeStats::default(),
-        }
+        })
     }
 
     /// Takes the next scripted answer for `endpoint`, if any.
@@ -337,6 +349,8 @@ pub(crate) struct IssuedToken {
     pub(crate) expires_at: Instant,
     /// Set by [`FakeGraph::revoke_tokens`](super::FakeGraph::revoke_tokens).
     pub(crate) revoked: bool,
+    /// The cloud it was issued for: Graph hosts of other clouds refuse it.
+    pub(crate) cloud: FakeCloud,
 }
 
 /// A pre-authenticated download link the Graph host handed out.
@@ -365,6 +379,11 @@ pub(crate) struct State {
     /// The tenant the latest attributed download request belonged to: the last resort for
     /// attributing a request to a path that is no link of any tenant.
     pub(crate) last_download_tenant: Option<String>,
+    /// How far ahead of the real wall clock the login host's clock is (client assertions'
+    /// `nbf` and `exp` are checked against it).
+    pub(crate) clock_offset: Duration,
+    /// The managed identity endpoints' identities, scripts and stats.
+    pub(crate) msi: super::msi::MsiState,
 }
 
 impl State {
@@ -396,6 +415,7 @@ impl State {
                 client_id: client_id.to_string(),
                 expires_at: now + lifetime,
                 revoked: false,
+                cloud: FakeCloud::Global,
             },
         );
         token

@@ -25,6 +25,10 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 
+use super::identity::{
+    parse_jwt, request_authority, request_host, verify_certificate_assertion,
+    verify_federated_token, AssertionSeen, FakeCloud, Issuer,
+};
 use super::scenario::{
     aadsts_body, blob_error_body, graph_error_body, retry_after_secs, throttle_admit, Budget,
     Canned, Endpoint, State, TenantState,
@@ -64,6 +68,12 @@ pub(crate) struct Config {
     pub(crate) token_lifetime: Duration,
     /// Added before every answer.
     pub(crate) latency: Duration,
+    /// The `X-IDENTITY-HEADER` value the App Service endpoint expects.
+    pub(crate) app_service_secret: String,
+    /// `http://127.0.0.1:<port>` of the fake IMDS.
+    pub(crate) imds_endpoint: String,
+    /// `http://127.0.0.1:<port>/MSI/token/` of the fake App Service identity endpoint.
+    pub(crate) app_service_endpoint: String,
 }
 
 /// What the server tasks and the `FakeGraph` handle share.
@@ -75,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// TLS connections accepted, indexed by [`Host::index`].
     pub(crate) connections: [std::sync::atomic::AtomicU64; 3],
+    /// The OIDC issuer of federated (service account) tokens.
+    pub(crate) issuer: Issuer,
 }
 
 impl Shared {
@@ -314,6 +326,15 @@ fn build(status: u16, headers: &[(String, String)], body: FakeBody) -> Response<
     response
 }
 
+/// A response with a body sent at once (for the managed identity endpoints).
+pub(crate) fn build_response(
+    status: u16,
+    headers: &[(String, String)],
+    body: Bytes,
+) -> Response<FakeBody> {
+    build(status, headers, FakeBody::full(body))
+}
+
 /// Shorthand for a header list.
 fn hdrs<const N: usize>(pairs: [(&str, &str); N]) -> Vec<(String, String)> {
     pairs
@@ -410,6 +431,8 @@ async fn login(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
     };
 
     let path = req.uri().path().to_string();
+    let login_host = request_host(&req);
+    let audience = format!("https://{}{path}", request_authority(&req));
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let tenant_in_path = match segments.as_slice() {
         [tenant, "oauth2", "v2.0", "token"] if !tenant.is_empty() => (*tenant).to_string(),
@@ -454,7 +477,13 @@ async fn login(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
     let now = Instant::now();
     let outcome = {
         let mut state = shared.lock();
-        login_outcome(&mut state, &shared.config, &tenant_in_path, &form, now)
+        let request = LoginRequest {
+            tenant_in_path: &tenant_in_path,
+            form: &form,
+            login_host: &login_host,
+            audience: &audience,
+        };
+        login_outcome(&mut state, &shared.config, &shared.issuer, request, now)
     };
     match outcome {
         LoginOutcome::Canned(c) => serve_canned(c, headers, Duration::ZERO).await,
@@ -479,14 +508,33 @@ async fn login(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
     }
 }
 
+/// The parts of a token request the login host decides on.
+struct LoginRequest<'a> {
+    /// The tenant segment of the path.
+    tenant_in_path: &'a str,
+    /// The decoded form.
+    form: &'a [(String, String)],
+    /// The host name the request was sent to (which cloud's Entra ID it is).
+    login_host: &'a str,
+    /// `https://{authority}{path}`: what a client assertion's `aud` must be.
+    audience: &'a str,
+}
+
 /// Validates a token request the way Entra ID does, in the order it does, and issues a token.
 fn login_outcome(
     state: &mut State,
     config: &Config,
-    tenant_in_path: &str,
-    form: &[(String, String)],
+    issuer: &Issuer,
+    req: LoginRequest<'_>,
     now: Instant,
 ) -> LoginOutcome {
+    let LoginRequest {
+        tenant_in_path,
+        form,
+        login_host,
+        audience,
+    } = req;
+    let wall_now = SystemTime::now() + state.clock_offset;
     let Some(tenant_id) = state.find_tenant(tenant_in_path) else {
         return LoginOutcome::Error(
             400,
@@ -552,7 +600,14 @@ fn login_outcome(
         );
     }
     let own_scope = format!("{}/.default", config.graph_endpoint);
-    if !scope.ends_with("/.default") || (scope != GLOBAL_GRAPH_SCOPE && scope != own_scope) {
+    let scope_cloud = if scope == own_scope || scope == GLOBAL_GRAPH_SCOPE {
+        Some(FakeCloud::Global)
+    } else {
+        FakeCloud::ALL
+            .into_iter()
+            .find(|c| scope == format!("https://{}/.default", c.graph_host()))
+    };
+    let Some(scope_cloud) = scope_cloud.filter(|_| scope.ends_with("/.default")) else {
         return LoginOutcome::Error(
             400,
             "invalid_scope",
@@ -561,7 +616,20 @@ fn login_outcome(
                 "The provided value for the input parameter 'scope' is not valid. The scope {scope} is not valid."
             ),
         );
+    };
+    // Tokens do not cross clouds: each cloud's Entra ID knows only its own Graph.
+    if !FakeCloud::of_login_host(login_host).contains(&scope_cloud) {
+        let resource = scope.trim_end_matches("/.default");
+        return LoginOutcome::Error(
+            400,
+            "invalid_resource",
+            500011,
+            format!(
+                "The resource principal named {resource} was not found in the tenant named {tenant_id}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+            ),
+        );
     }
+    let mut method = "client_secret";
     match (
         form_get(form, "client_secret"),
         form_get(form, "client_assertion"),
@@ -591,14 +659,49 @@ fn login_outcome(
             }
         }
         (_, Some(assertion)) if !assertion.is_empty() => {
-            // The fake registers secrets only; any assertion is one it cannot verify.
-            return LoginOutcome::Error(
-                401,
-                "invalid_client",
-                700027,
-                "Client assertion failed signature validation. [Reason - The key was not found.]"
-                    .to_string(),
-            );
+            match form_get(form, "client_assertion_type") {
+                Some(crate::credentials::entra::JWT_BEARER) => {}
+                None => return missing("client_assertion_type"),
+                Some(other) => {
+                    return LoginOutcome::Error(
+                        400,
+                        "invalid_request",
+                        50027,
+                        format!("JWT token is invalid or malformed. The client_assertion_type '{other}' is not supported."),
+                    )
+                }
+            }
+            let jwt = match parse_jwt(assertion) {
+                Ok(jwt) => jwt,
+                Err((status, error, code, description)) => {
+                    return LoginOutcome::Error(status, error, code, description)
+                }
+            };
+            tenant.stats.client_assertions.push(AssertionSeen::of(&jwt));
+            // An assertion the app signed itself names its certificate (or the app as issuer);
+            // anything else is a federated token from an external issuer.
+            let self_signed = ["x5t", "x5t#S256", "x5c"]
+                .iter()
+                .any(|h| jwt.header.get(h).is_some())
+                || jwt.claims["iss"]
+                    .as_str()
+                    .is_some_and(|iss| iss.eq_ignore_ascii_case(client_id));
+            let verified = if self_signed {
+                method = "client_certificate";
+                verify_certificate_assertion(
+                    &jwt,
+                    &tenant.client_id,
+                    audience,
+                    &tenant.certificates,
+                    wall_now,
+                )
+            } else {
+                method = "workload_identity";
+                verify_federated_token(&jwt, &tenant.federated, issuer, wall_now)
+            };
+            if let Err((status, error, code, description)) = verified {
+                return LoginOutcome::Error(status, error, code, description);
+            }
         }
         _ => {
             return LoginOutcome::Error(
@@ -609,8 +712,12 @@ fn login_outcome(
             );
         }
     }
+    tenant.stats.token_methods.push(method.to_string());
     let client_id = tenant.client_id.clone();
     let token = state.issue_token(&tenant_id, &client_id, now, config.token_lifetime);
+    if let Some(issued) = state.tokens.get_mut(&token) {
+        issued.cloud = scope_cloud;
+    }
     LoginOutcome::Token(token)
 }
 
@@ -746,6 +853,7 @@ async fn graph(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
     }
     let query = parse_form(req.uri().query().unwrap_or(""));
     let format = form_get(&query, "$format").map(str::to_string);
+    let cloud = FakeCloud::of_graph_host(&request_host(&req));
     let token = bearer_token(req.headers());
     let user_agent = header_str(req.headers(), "user-agent")
         .unwrap_or("")
@@ -763,6 +871,7 @@ async fn graph(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
             client_request_id: client_request_id.clone(),
             user_agent,
             target,
+            cloud,
         };
         graph_outcome(&mut state, &shared.config, request, now)
     };
@@ -809,6 +918,8 @@ struct ReportRequest<'a> {
     user_agent: String,
     /// Path and query, for the stats.
     target: String,
+    /// The cloud whose Graph host name the request was sent to.
+    cloud: FakeCloud,
 }
 
 /// Authenticates, authorises and throttles a report request like Graph, and answers it.
@@ -824,9 +935,10 @@ fn graph_outcome(
             t.tenant_id.clone(),
             t.client_id.clone(),
             t.revoked || now >= t.expires_at,
+            t.cloud,
         )
     });
-    let Some((tenant_id, client_id, invalid)) = token_info else {
+    let Some((tenant_id, client_id, invalid, token_cloud)) = token_info else {
         return if req.token.is_none() {
             GraphOutcome::Error(
                 401,
@@ -853,6 +965,26 @@ fn graph_outcome(
     }
     if invalid {
         return GraphOutcome::Error(401, "InvalidAuthenticationToken", EXPIRED.to_string(), None);
+    }
+    if token_cloud != req.cloud {
+        return GraphOutcome::Error(
+            401,
+            "InvalidAuthenticationToken",
+            "Access token validation failure. Invalid audience.".to_string(),
+            None,
+        );
+    }
+    // National clouds have only the beta report (graph-behaviour.md section 2).
+    if req.cloud != FakeCloud::Global && req.version == ApiVersion::V1 {
+        return GraphOutcome::Error(
+            400,
+            "BadRequest",
+            format!(
+                "Resource not found for the segment '{}'.",
+                crate::graph::REPORT
+            ),
+            None,
+        );
     }
     if !tenant.reports_permission {
         return GraphOutcome::Error(

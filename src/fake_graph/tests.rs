@@ -203,9 +203,14 @@ async fn token_refusals_use_the_real_aadsts_codes() {
     let (s, _, j) = token_request(&fake, &client, TENANT, &f).await;
     assert_aadsts(s, &j, 401, "invalid_client", 7000215);
 
+    // A scope of another cloud's Graph: that resource does not exist in this cloud.
+    let mut f = form.clone();
+    f[1] = ("scope", "https://graph.microsoft.us/.default");
+    let (s, _, j) = token_request(&fake, &client, TENANT, &f).await;
+    assert_aadsts(s, &j, 400, "invalid_resource", 500011);
+
     for bad_scope in [
         "https://graph.microsoft.com",
-        "https://graph.microsoft.us/.default",
         "https://graph.microsoft.com/Reports.Read.All",
         "",
     ] {

@@ -66,6 +66,15 @@ pub(crate) fn generate() -> io::Result<FakeTls> {
                 .map_err(|e| io_err("SAN", e))?,
         ),
     ];
+    // The clouds' real host names, for tests that point their DNS at the fake.
+    for cloud in super::identity::FakeCloud::ALL {
+        for host in [cloud.login_host(), cloud.graph_host()] {
+            let san = SanType::DnsName(host.to_string().try_into().map_err(|e| io_err("SAN", e))?);
+            if !leaf_params.subject_alt_names.contains(&san) {
+                leaf_params.subject_alt_names.push(san);
+            }
+        }
+    }
     leaf_params
         .distinguished_name
         .push(DnType::CommonName, "localhost");

@@ -14,7 +14,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use office365_activations_exporter::config::TenantConfig;
 use office365_activations_exporter::credentials::client_secret::SecretSource;
-use office365_activations_exporter::credentials::Secret;
+use office365_activations_exporter::credentials::{CredentialConfig, Secret};
 use office365_activations_exporter::exporter::Exporter;
 use office365_activations_exporter::fake_graph::{
     FakeGraph, FakeGraphOptions, FakeProduct, FakeTenant, ReportData,
@@ -74,6 +74,9 @@ impl Drop for FrozenClock {
     }
 }
 
+/// Changes the tenants' configuration once the fake runs (it may call the fake's knobs too).
+pub type Configure = Box<dyn FnOnce(&FakeGraph, &mut Vec<TenantConfig>) + Send>;
+
 /// How the harness is set up.
 pub struct Options {
     pub tenants: usize,
@@ -82,6 +85,12 @@ pub struct Options {
     pub scrape_timeout: Duration,
     pub concurrency: usize,
     pub fake: FakeGraphOptions,
+    /// Edits the tenant configurations (credentials, clouds...) before the exporter starts.
+    pub configure: Option<Configure>,
+    /// Resolve every cloud's real Entra ID and Graph host names to the fake.
+    pub resolve_clouds: bool,
+    /// `--http.proxy` of the exporter's client.
+    pub proxy: Option<Url>,
 }
 
 impl Default for Options {
@@ -93,6 +102,9 @@ impl Default for Options {
             scrape_timeout: Duration::from_secs(10),
             concurrency: 8,
             fake: FakeGraphOptions::default(),
+            configure: None,
+            resolve_clouds: false,
+            proxy: None,
         }
     }
 }
@@ -130,19 +142,37 @@ impl Harness {
         let fake = FakeGraph::start(options.fake)
             .await
             .expect("fake Graph starts");
-        let configs: Vec<TenantConfig> = (0..options.tenants)
+        let mut configs: Vec<TenantConfig> = (0..options.tenants)
             .map(|i| TenantConfig {
                 name: names[i].to_owned(),
                 tenant_id: tenant_id(i),
                 client_id: client_id(i),
-                secret: SecretSource::Value(Secret::new(SECRET)),
+                credential: CredentialConfig::ClientSecret(SecretSource::Value(Secret::new(
+                    SECRET,
+                ))),
                 authority_host: Url::parse(&fake.authority_host()).unwrap(),
                 graph_endpoint: Url::parse(&fake.graph_endpoint()).unwrap(),
                 api_version: "v1.0".into(),
+                report_format: Default::default(),
+                scope: format!("{}/.default", fake.graph_endpoint()),
                 cache_ttl: options.ttl,
             })
             .collect();
-        let http = http_client::build(Some(fake.ca_pem().as_bytes())).unwrap();
+        if let Some(configure) = options.configure.take() {
+            configure(&fake, &mut configs);
+        }
+        let resolve = if options.resolve_clouds {
+            fake.cloud_resolve_overrides()
+        } else {
+            Vec::new()
+        };
+        let ca = fake.ca_pem();
+        let http = http_client::build_with(&http_client::HttpOptions {
+            extra_ca_pem: Some(ca.as_bytes()),
+            proxy: options.proxy.as_ref(),
+            resolve: &resolve,
+        })
+        .unwrap();
         let exporter = Arc::new(
             Exporter::new(&configs, http, options.max_report_size, options.concurrency).unwrap(),
         );
@@ -386,4 +416,92 @@ pub async fn listening_address(child: &mut tokio::process::Child) -> String {
     // Keep draining stderr so the child never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     address
+}
+
+/// Throw-away RSA keys of the tests (see tests/fixtures/README.md).
+pub const KEY_A: &str = include_str!("../fixtures/rsa-a.pem");
+pub const KEY_A_PKCS1: &str = include_str!("../fixtures/rsa-a.pkcs1.pem");
+pub const KEY_B: &str = include_str!("../fixtures/rsa-b.pem");
+pub const KEY_C: &str = include_str!("../fixtures/rsa-c.pem");
+
+/// A self-signed certificate for `key_pem` (PKCS#8 or PKCS#1 RSA), valid from yesterday until
+/// `days` from now: (PEM, DER).
+pub fn certificate(key_pem: &str, days: i64) -> (String, Vec<u8>) {
+    use chrono::Datelike;
+    let key = rcgen::KeyPair::from_pem_and_sign_algo(key_pem, &rcgen::PKCS_RSA_SHA256)
+        .expect("an RSA key");
+    let mut params =
+        rcgen::CertificateParams::new(vec!["office365-exporter.test".to_owned()]).unwrap();
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "office365-activations-exporter test",
+    );
+    let day = |offset: i64| {
+        let d = chrono::Utc::now().date_naive() + chrono::Duration::days(offset);
+        rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8)
+    };
+    params.not_before = day(-1);
+    params.not_after = day(days);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), cert.der().to_vec())
+}
+
+/// A PKCS#12 file with the certificate and its key; `legacy` picks 3DES (Key Vault, older
+/// Windows) instead of AES-256 (OpenSSL 3).
+pub fn pkcs12(cert_der: &[u8], key_pem: &str, password: &str, legacy: bool) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
+    let chain = p12_keystore::PrivateKeyChain::new(
+        key.secret_pkcs8_der(),
+        [1u8, 2, 3, 4],
+        [p12_keystore::Certificate::from_der(cert_der).unwrap()],
+    );
+    let mut store = p12_keystore::KeyStore::new();
+    store.add_entry(
+        "exporter",
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(chain),
+    );
+    let algorithm = if legacy {
+        p12_keystore::EncryptionAlgorithm::PbeWithShaAnd3KeyTripleDesCbc
+    } else {
+        p12_keystore::EncryptionAlgorithm::PbeWithHmacSha256AndAes256
+    };
+    store
+        .writer(password)
+        .encryption_algorithm(algorithm)
+        .write()
+        .unwrap()
+}
+
+/// Runs `promtool check metrics` on `text`: (success, what it said).
+pub fn promtool_metrics_check(text: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(require_tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), said)
+}
+
+/// The latest refresh error of tenant `i`, as the landing page shows it.
+pub fn last_error(h: &Harness, i: usize) -> String {
+    h.exporter.tenants()[i]
+        .status()
+        .last_error
+        .unwrap_or_default()
 }

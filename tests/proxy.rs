@@ -1,0 +1,285 @@
+//! Corporate networks: every outbound request through an HTTP proxy with authentication, the
+//! download URL included, proved by counting the proxy's CONNECTs per host.
+//!
+//! The proxy is a small CONNECT proxy written here rather than Debian's tinyproxy or squid: it
+//! runs inside the test's runtime (so it works on paused time, without a process to install,
+//! configure, and wait for), checks `Proxy-Authorization`, and counts CONNECTs per target, which
+//! a packaged proxy would only give through its log format. It speaks the same protocol reqwest
+//! speaks to any proxy for https URLs: `CONNECT host:port`, `200`, then a byte tunnel.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Output;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use office365_activations_exporter::fake_graph::{
+    FakeGraph, FakeGraphOptions, FakeTenant, ReportData,
+};
+use reqwest::Url;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const PROXY_USER: &str = "exporter";
+const PROXY_PASSWORD: &str = "p@ss:word";
+
+/// A CONNECT proxy on loopback that requires Basic authentication and counts tunnels per target.
+struct ConnectProxy {
+    address: SocketAddr,
+    /// `host:port` → CONNECTs accepted.
+    connects: Arc<Mutex<BTreeMap<String, u64>>>,
+    /// CONNECTs refused with 407.
+    refused: Arc<Mutex<u64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ConnectProxy {
+    async fn start() -> ConnectProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connects = Arc::new(Mutex::new(BTreeMap::new()));
+        let refused = Arc::new(Mutex::new(0));
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{PROXY_USER}:{PROXY_PASSWORD}"))
+        );
+        let task = tokio::spawn({
+            let (connects, refused) = (connects.clone(), refused.clone());
+            async move {
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let (connects, refused, expected) =
+                        (connects.clone(), refused.clone(), expected.clone());
+                    tokio::spawn(async move {
+                        let _ = tunnel(client, &expected, &connects, &refused).await;
+                    });
+                }
+            }
+        });
+        ConnectProxy {
+            address,
+            connects,
+            refused,
+            task,
+        }
+    }
+
+    fn url(&self, password: &str) -> Url {
+        let mut url = Url::parse(&format!("http://{}", self.address)).unwrap();
+        url.set_username(PROXY_USER).unwrap();
+        url.set_password(Some(password)).unwrap();
+        url
+    }
+
+    fn connects(&self) -> BTreeMap<String, u64> {
+        self.connects.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves one client connection: reads the CONNECT head, checks the credentials, opens the tunnel.
+async fn tunnel(
+    mut client: TcpStream,
+    expected: &str,
+    connects: &Mutex<BTreeMap<String, u64>>,
+    refused: &Mutex<u64>,
+) -> std::io::Result<()> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 || client.read(&mut byte).await? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.lines();
+    let request_line = lines.next().unwrap_or("");
+    let mut parts = request_line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "CONNECT" {
+        client
+            .write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+            .await?;
+        return Ok(());
+    }
+    let authorized = lines.any(|l| {
+        l.split_once(':').is_some_and(|(name, value)| {
+            name.eq_ignore_ascii_case("proxy-authorization") && value.trim() == expected
+        })
+    });
+    if !authorized {
+        *refused.lock().unwrap() += 1;
+        client
+            .write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"test\"\r\nContent-Length: 0\r\n\r\n")
+            .await?;
+        return Ok(());
+    }
+    *connects
+        .lock()
+        .unwrap()
+        .entry(target.to_owned())
+        .or_default() += 1;
+    let mut upstream = TcpStream::connect(target).await?;
+    client
+        .write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        .await?;
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+fn authority(url: &str) -> String {
+    url.trim_start_matches("https://").to_owned()
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_request_goes_through_the_authenticating_proxy() {
+    let proxy = ConnectProxy::start().await;
+    let h = Harness::with(Options {
+        proxy: Some(proxy.url(PROXY_PASSWORD)),
+        ..Options::default()
+    })
+    .await;
+    let m = h.scrape().await;
+    assert_eq!(m.up("contoso"), Some(1.0), "{}", last_error(&h, 0));
+    let connects = proxy.connects();
+    for host in [
+        authority(&h.fake.authority_host()),
+        authority(&h.fake.graph_endpoint()),
+        // The pre-authenticated download URL, on another host, goes through the proxy too.
+        authority(&h.fake.download_origin()),
+    ] {
+        assert!(
+            connects.get(&host).copied().unwrap_or(0) >= 1,
+            "{host} not tunnelled: {connects:?}"
+        );
+    }
+    assert_eq!(connects.len(), 3, "{connects:?}");
+    assert_eq!(*proxy.refused.lock().unwrap(), 0);
+    assert!(h.stats(0).download_authorization_headers.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_proxy_password_fails_the_token_stage_as_network() {
+    let proxy = ConnectProxy::start().await;
+    let h = Harness::with(Options {
+        proxy: Some(proxy.url("wrong")),
+        ..Options::default()
+    })
+    .await;
+    let m = h.scrape().await;
+    assert_eq!(m.up("contoso"), Some(0.0));
+    assert_eq!(m.errors("contoso", "token", "network"), 1.0);
+    assert!(*proxy.refused.lock().unwrap() >= 1);
+    assert!(proxy.connects().is_empty());
+    let error = last_error(&h, 0);
+    assert!(
+        !error.contains("wrong"),
+        "the proxy password leaked: {error}"
+    );
+    h.stop().await;
+}
+
+async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new(binary());
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the binary finishes")
+        .expect("the binary runs")
+}
+
+/// The binary, with HTTPS_PROXY and NO_PROXY from its environment as Azure's tooling sets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_honours_https_proxy_and_no_proxy() {
+    let proxy = ConnectProxy::start().await;
+    let fake = FakeGraph::start(FakeGraphOptions {
+        tenants: vec![FakeTenant::new(
+            tenant_id(0),
+            client_id(0),
+            SECRET,
+            ReportData::Fixed {
+                refresh_date: date(),
+                products: default_products(),
+            },
+        )],
+        ..FakeGraphOptions::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, fake.ca_pem()).unwrap();
+    let (graph, authority_host, tenant, client) = (
+        fake.graph_endpoint(),
+        fake.authority_host(),
+        tenant_id(0),
+        client_id(0),
+    );
+    let args = [
+        "check",
+        "--graph.endpoint",
+        &graph,
+        "--auth.authority-host",
+        &authority_host,
+        "--auth.tenant-id",
+        &tenant,
+        "--auth.client-id",
+        &client,
+        "--tls.ca-file",
+        ca.to_str().unwrap(),
+    ];
+    let proxy_url = proxy.url(PROXY_PASSWORD).to_string();
+    let output = run(
+        &args,
+        &[
+            ("AZURE_CLIENT_SECRET", SECRET),
+            ("HTTPS_PROXY", &proxy_url),
+            // The download host (localhost) is reached directly.
+            ("NO_PROXY", "localhost"),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("office365_activations_up{tenant="),
+        "{stderr}"
+    );
+    let connects = proxy.connects();
+    assert_eq!(
+        connects.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut hosts = vec![authority(&authority_host), authority(&graph)];
+            hosts.sort();
+            hosts
+        },
+        "{connects:?}"
+    );
+    assert!(
+        stderr.contains("proxy"),
+        "the proxy in use is logged: {stderr}"
+    );
+    assert!(
+        !stderr.contains(PROXY_PASSWORD) && !stderr.contains("p%40ss"),
+        "the proxy password leaked: {stderr}"
+    );
+    fake.shutdown().await;
+}
