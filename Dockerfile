@@ -20,6 +20,7 @@ RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && : > src/lib.rs \
     && echo 'fn main() {}' > benches/parse_encode.rs \
+    && echo 'fn main() {}' > benches/scale.rs \
     && cargo build --release --locked \
     && rm -rf src
 

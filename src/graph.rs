@@ -107,6 +107,7 @@ impl GraphClient {
     /// Requests the report with `token` and downloads it.
     pub async fn fetch_report(&self, token: &Secret) -> Result<Download, Error> {
         let client_request_id = uuid::Uuid::new_v4().to_string();
+        tracing::debug!(url = %self.report_url, %client_request_id, "Requesting the report");
         let response = self
             .http
             .get(self.report_url.clone())
@@ -147,6 +148,10 @@ impl GraphClient {
             let status = response.status();
             if status.is_redirection() {
                 url = redirect_target(&url, &response, Stage::Download)?;
+                tracing::debug!(
+                    host = url.host_str().unwrap_or("-"),
+                    "Following a further redirect"
+                );
                 continue;
             }
             if status != StatusCode::OK {

@@ -420,3 +420,44 @@ async fn sighup_reloads_the_config_file_and_keeps_other_tenants() {
         "contoso kept its cache across reloads"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_logs_never_show_the_secret() {
+    let f = fake_for_binary().await;
+    let (graph, authority) = (f.fake.graph_endpoint(), f.fake.authority_host());
+    let (tenant, client) = (tenant_id(0), client_id(0));
+    for expired in [false, true] {
+        if expired {
+            f.fake.expire_client_secret(&tenant_id(0));
+        }
+        let output = run(
+            &[
+                "check",
+                "--log.level",
+                "debug",
+                "--graph.endpoint",
+                &graph,
+                "--auth.authority-host",
+                &authority,
+                "--tls.ca-file",
+                &f.ca,
+                "--auth.tenant-id",
+                &tenant,
+                "--auth.client-id",
+                &client,
+            ],
+            &[("AZURE_CLIENT_SECRET", SECRET)],
+        )
+        .await;
+        let err = stderr(&output);
+        assert!(
+            err.contains("level=debug"),
+            "debug lines were logged: {err}"
+        );
+        assert!(
+            !err.contains(SECRET),
+            "expired={expired}: the secret leaked at debug level: {err}"
+        );
+        assert!(!String::from_utf8_lossy(&output.stdout).contains(SECRET));
+    }
+}

@@ -267,6 +267,13 @@ async fn report_request_failures_keep_the_last_report() {
 #[tokio::test(start_paused = true)]
 async fn download_failures_keep_the_last_report() {
     assert_stale_kept(
+        "https to http at a later hop",
+        Fault::Download(Canned::redirect("http://localhost:1/data/download/x")),
+        "download",
+        "invalid_response",
+    )
+    .await;
+    assert_stale_kept(
         "expired link",
         Fault::Download(xml_403()),
         "download",
@@ -533,5 +540,65 @@ async fn one_tenants_failure_never_touches_another() {
         "contoso's Retry-After does not delay fabrikam"
     );
     assert_eq!(h.stats(0).report_requests, 1);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gzip_bomb_is_capped_while_streaming() {
+    let h = Harness::with(Options {
+        max_report_size: 64 * 1024,
+        ..Options::default()
+    })
+    .await;
+    let mut csv = b"Report Refresh Date,Product Type,Assigned,Activated\r\n".to_vec();
+    csv.extend(std::iter::repeat_n(b'x', 1 << 20));
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut encoder, &csv).unwrap();
+    let gz = encoder.finish().unwrap();
+    assert!(
+        gz.len() < 64 * 1024,
+        "compressed {} bytes: under the cap, so only the decoded size can trip it",
+        gz.len()
+    );
+    let mut canned = Canned::body(200, "application/octet-stream", gz);
+    canned
+        .headers
+        .push(("Content-Encoding".into(), "gzip".into()));
+    h.fake.push_download_response(&tenant_id(0), canned);
+    let m = h.scrape().await;
+    assert_eq!(m.up("contoso"), Some(0.0));
+    assert_eq!(
+        m.errors("contoso", "download", "too_large"),
+        1.0,
+        "{}",
+        m.text
+    );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_endpoint_retry_after_is_honoured() {
+    let h = Harness::start().await;
+    let t = tenant_id(0);
+    h.fake.push_token_response(
+        &t,
+        Canned::aadsts_error(429, "temporarily_unavailable", 50196, "Too many requests.")
+            .retry_after("300"),
+    );
+    let m = h.scrape().await;
+    assert_eq!(m.errors("contoso", "token", "throttled"), 1.0);
+    for _ in 0..4 {
+        advance(Duration::from_secs(60)).await; // past any backoff (at most 36 s)
+        h.scrape().await;
+        assert_eq!(
+            h.stats(0).token_requests,
+            1,
+            "no token request before Retry-After"
+        );
+    }
+    advance(Duration::from_secs(61)).await;
+    let m = h.scrape().await;
+    assert_eq!(h.stats(0).token_requests, 2);
+    assert_eq!(m.up("contoso"), Some(1.0));
     h.stop().await;
 }

@@ -7,6 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::*;
+use std::time::Duration;
 
 #[tokio::test(start_paused = true)]
 async fn landing_page_links_metrics_and_lists_tenants() {
@@ -124,5 +125,27 @@ async fn reload_endpoint_is_off_unless_enabled() {
         .await
         .unwrap()
         .contains("--web.enable-lifecycle"));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn ready_waits_for_every_tenant() {
+    let h = Harness::with(Options {
+        tenants: 2,
+        ..Options::default()
+    })
+    .await;
+    h.fake.expire_client_secret(&tenant_id(1));
+    let m = h.scrape().await;
+    assert_eq!((m.up("contoso"), m.up("fabrikam")), (Some(1.0), Some(0.0)));
+    assert_eq!(
+        h.get("/-/ready").await.status(),
+        503,
+        "fabrikam never loaded"
+    );
+    h.fake.set_client_secret(&tenant_id(1), SECRET);
+    tokio::time::advance(Duration::from_secs(40)).await; // past the first backoff
+    h.scrape().await;
+    assert_eq!(h.get("/-/ready").await.status(), 200);
     h.stop().await;
 }

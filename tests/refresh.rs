@@ -291,6 +291,11 @@ async fn a_scrape_that_times_out_answers_with_the_cache_while_the_refresh_finish
     };
     until("the download started", || h.stats(0).download_requests == 1).await;
     advance(Duration::from_secs(2)).await;
+    // Bounded: a scrape that ignored its deadline fails here instead of hanging.
+    until("the scrape answered within its 2 s", || {
+        scrape.is_finished()
+    })
+    .await;
     let m = Metrics::parse(&scrape.await.unwrap());
     assert_eq!(m.up("contoso"), Some(0.0), "no report yet");
     assert!(m.series("office365_activations_activated_users").is_empty());

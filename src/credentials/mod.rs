@@ -141,7 +141,18 @@ impl TokenCache {
                 return Ok(token.value.clone());
             }
         }
+        tracing::debug!(
+            method = self.credential.method(),
+            "Requesting an access token"
+        );
         let fresh = self.credential.request_token(http).await?;
+        tracing::debug!(
+            expires_in_seconds = fresh
+                .expires_at
+                .saturating_duration_since(Instant::now())
+                .as_secs(),
+            "Got an access token"
+        );
         let value = fresh.value.clone();
         *self.cached.lock().unwrap() = Some(fresh);
         Ok(value)
