@@ -52,6 +52,15 @@ pub struct CachedReport {
     pub fetched: SystemTime,
 }
 
+/// What [`Tenant::ensure_fresh`] found.
+#[derive(Debug)]
+pub enum Freshness {
+    /// A refresh runs; the receiver's `changed()` completes when it ends.
+    Refreshing(watch::Receiver<()>),
+    /// Nothing will be started before this instant.
+    Until(Instant),
+}
+
 /// What the landing page shows of a tenant.
 #[derive(Clone, Debug)]
 pub struct Status {
@@ -188,19 +197,18 @@ impl Tenant {
         }
     }
 
-    /// Starts a refresh if the report is stale and Graph may be asked now. Returns a receiver
-    /// whose `changed()` completes when the running refresh (new or already running) ends, or
-    /// `None` when nothing is running.
-    pub fn ensure_fresh(self: &Arc<Self>) -> Option<watch::Receiver<()>> {
-        let now = Instant::now();
+    /// Starts a refresh if the report is stale at `now` and Graph may be asked. Returns the
+    /// running refresh (new or already running) to wait on, or the instant until which nothing
+    /// will be started (the TTL, a Retry-After or the backoff).
+    pub fn ensure_fresh(self: &Arc<Self>, now: Instant) -> Freshness {
         let mut state = self.state();
         if let Some(running) = &state.inflight {
-            return Some(running.clone());
+            return Freshness::Refreshing(running.clone());
         }
-        let fresh = state.expires_at.is_some_and(|at| now < at);
-        let held_back = state.not_before.is_some_and(|t| now < t);
-        if fresh || held_back {
-            return None;
+        // Stale once the TTL has passed, and allowed once Retry-After or the backoff has.
+        let due = state.expires_at.max(state.not_before);
+        if let Some(due) = due.filter(|due| now < *due) {
+            return Freshness::Until(due);
         }
         let (done, running) = watch::channel(());
         state.inflight = Some(running.clone());
@@ -213,7 +221,7 @@ impl Tenant {
             let _ = tenant.refresh().await;
             drop(done);
         });
-        Some(running)
+        Freshness::Refreshing(running)
     }
 
     /// Runs one refresh now and records its outcome; the error is returned as well (for

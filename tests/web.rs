@@ -427,3 +427,68 @@ async fn prometheus_scrapes_over_tls_with_basic_auth() {
     }
     panic!("Prometheus did not scrape the exporter over TLS with basic auth; last answer: {last}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_version_and_cipher_suites_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("test CA");
+    let (cert, key) = leaf(&ca, false);
+    let cert_file = write(dir.path(), "tls.crt", &cert);
+    let key_file = write(dir.path(), "tls.key", &key);
+    let ca_file = write(dir.path(), "ca.crt", &ca.pem);
+    let curl = |address: &str, extra: &[&str]| {
+        let output = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--cacert",
+                ca_file.to_str().unwrap(),
+            ])
+            .args(extra)
+            .arg(format!("https://{address}/-/healthy"))
+            .output()
+            .expect("curl is installed");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+
+    let tls13 = write(
+        dir.path(),
+        "tls13.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  min_version: TLS13\n",
+            cert_file.display(),
+            key_file.display()
+        ),
+    );
+    let (_exporter, address) = start(&tls13, &[]).await;
+    assert_eq!(curl(&address, &[]), "200");
+    assert_ne!(
+        curl(&address, &["--tls-max", "1.2"]),
+        "200",
+        "a TLS 1.2 client is refused"
+    );
+
+    // The certificate is ECDSA (rcgen's default): only the ECDSA suite listed is offered in TLS 1.2.
+    let suites = write(
+        dir.path(),
+        "suites.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  max_version: TLS12\n  cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n",
+            cert_file.display(),
+            key_file.display()
+        ),
+    );
+    let (_exporter2, address) = start(&suites, &[]).await;
+    assert_eq!(
+        curl(&address, &["--ciphers", "ECDHE-ECDSA-AES256-GCM-SHA384"]),
+        "200"
+    );
+    assert_ne!(
+        curl(&address, &["--ciphers", "ECDHE-ECDSA-AES128-GCM-SHA256"]),
+        "200",
+        "an unlisted suite is refused"
+    );
+}
