@@ -14,6 +14,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
@@ -63,8 +64,11 @@ impl Snapshot {
 /// Keeps the latest snapshot.
 #[derive(Default)]
 pub struct Exposition {
-    /// The latest snapshot; the lock is held while rendering, never across an `.await`.
-    latest: Mutex<Option<Arc<Snapshot>>>,
+    /// The latest snapshot, read without a lock: a cached scrape is an atomic load.
+    latest: ArcSwapOption<Snapshot>,
+    /// Held while a new snapshot is rendered, so concurrent scrapes render it once; never
+    /// held across an `.await`.
+    rendering: Mutex<()>,
 }
 
 impl Exposition {
@@ -76,13 +80,21 @@ impl Exposition {
         render_stable: impl FnOnce() -> Vec<u8>,
         render_live: impl FnOnce() -> Vec<u8>,
     ) -> Arc<Snapshot> {
-        let now = Instant::now();
-        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(snapshot) = latest.as_ref() {
-            if snapshot.stable.generation == generation && now < snapshot.built_at + LIVE_TTL {
-                return Arc::clone(snapshot);
-            }
+        let current = |now: Instant| {
+            self.latest.load_full().filter(|snapshot| {
+                snapshot.stable.generation == generation && now < snapshot.built_at + LIVE_TTL
+            })
+        };
+        if let Some(snapshot) = current(Instant::now()) {
+            return snapshot;
         }
+        let _rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
+        // Another scrape may have rendered it while this one waited for the lock.
+        let now = Instant::now();
+        if let Some(snapshot) = current(now) {
+            return snapshot;
+        }
+        let latest = self.latest.load_full();
         let stable = match latest.as_ref() {
             Some(snapshot) if snapshot.stable.generation == generation => {
                 Arc::clone(&snapshot.stable)
@@ -104,7 +116,7 @@ impl Exposition {
             plain: plain.into(),
             gzip: OnceLock::new(),
         });
-        *latest = Some(Arc::clone(&snapshot));
+        self.latest.store(Some(Arc::clone(&snapshot)));
         snapshot
     }
 }

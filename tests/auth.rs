@@ -538,21 +538,7 @@ async fn imds_warming_up_is_retried_with_backoff_on_tokio_time() {
     for c in retryable {
         h.fake.push_imds_response(c);
     }
-    let scrape = tokio::spawn({
-        let client = h.client.clone();
-        let url = format!("{}/metrics", h.base);
-        async move {
-            client
-                .get(url)
-                .header("X-Prometheus-Scrape-Timeout-Seconds", "600")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    });
+    let scrape = h.spawn_scrape(Some("600"));
     for attempt in 1..=4u32 {
         let fake = &h.fake;
         until("an IMDS request", || {

@@ -46,7 +46,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::NaiveDate;
-use common::{listening_address, require_tool};
+use common::{listening_address, require_tool, start_demo_exporter, start_prometheus};
 use office365_activations_exporter::fake_graph::{
     demo_products, FakeGraph, FakeGraphOptions, FakeProduct, FakeTenant, ReportData, DEMO_SEEDS,
     DEMO_TENANTS,
@@ -78,28 +78,6 @@ fn repo() -> PathBuf {
 
 // ------------------------------------------------------------------------------------------------
 // Processes
-
-/// A free loopback port for Prometheus (it cannot report a port 0 choice back).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_demo_exporter() -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_office365-activations-exporter"))
-        .args(["--demo", "--web.listen-address", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the exporter binary starts");
-    let address = listening_address(&mut child).await;
-    (child, address)
-}
 
 /// An exporter for [`THROTTLED_TENANT`] against a fake Graph that answers every report request
 /// with 429 (a throttle of 0 requests per window).
@@ -344,6 +322,7 @@ fn rule_names_in_files() -> (BTreeSet<String>, BTreeSet<String>) {
 // ------------------------------------------------------------------------------------------------
 // Prometheus's HTTP API
 
+/// Prometheus's HTTP API, with the log to show on failure.
 struct Prometheus {
     base: String,
     client: reqwest::Client,
@@ -1060,11 +1039,10 @@ async fn rules_evaluated_since(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_and_rule_has_data_in_a_real_prometheus() {
     let started = Instant::now();
-    let prometheus_bin = require_tool("prometheus");
     let promtool = require_tool("promtool");
     let dir = tempfile::tempdir().unwrap();
 
-    let (_demo, demo_address) = start_demo_exporter().await;
+    let (_demo, demo_address) = start_demo_exporter(&[]).await;
     let (_fake, _throttled, throttled_address) = start_throttled_exporter(dir.path()).await;
 
     // History first: blocks must be in the data directory before Prometheus opens it.
@@ -1086,38 +1064,22 @@ async fn every_dashboard_query_and_rule_has_data_in_a_real_prometheus() {
         )
         .unwrap();
     }
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
+    let server = start_prometheus(
+        dir.path(),
+        &format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              rule_files:\n  - rules/*.yml\n\
              scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      \
              - targets: ['{demo_address}', '{throttled_address}']\n"
         ),
-    )
-    .unwrap();
-    let log = dir.path().join("prometheus.log");
-    let port = free_port();
-    let _prometheus_process = Command::new(prometheus_bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data_dir.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .stderr(Stdio::from(
-            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
-        ))
-        .kill_on_drop(true)
-        .spawn()
-        .expect("prometheus starts");
+    );
     let prometheus = Prometheus {
-        base: format!("http://127.0.0.1:{port}"),
+        base: server.base.clone(),
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap(),
-        log,
+        log: server.log.clone(),
     };
 
     // Both targets up and scraped at least 5 times (so rates over $__rate_interval have samples).

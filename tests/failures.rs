@@ -72,18 +72,7 @@ async fn assert_stale_kept(name: &str, fault: Fault, stage: &str, reason: &str) 
     advance(TTL_1M).await;
     if name == "timeout" {
         // The scrape gives up after its 2 s; the refresh hits the 60 s request timeout later.
-        let scrape = {
-            let client = h.client.clone();
-            let url = format!("{}/metrics", h.base);
-            tokio::spawn(async move {
-                client
-                    .get(url)
-                    .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
-                    .send()
-                    .await
-                    .unwrap()
-            })
-        };
+        let scrape = h.spawn_scrape(Some("2"));
         until("the download started", || h.stats(0).download_requests == 2).await;
         advance(Duration::from_secs(61)).await;
         scrape.await.unwrap();

@@ -240,13 +240,7 @@ async fn a_hundred_concurrent_scrapes_cause_one_refresh() {
     let h = Harness::start().await;
     h.fake
         .set_download_delay(&tenant_id(0), Duration::from_secs(1));
-    let scrapes: Vec<_> = (0..100)
-        .map(|_| {
-            let client = h.client.clone();
-            let url = format!("{}/metrics", h.base);
-            tokio::spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() })
-        })
-        .collect();
+    let scrapes: Vec<_> = (0..100).map(|_| h.spawn_scrape(None)).collect();
     until("the download started", || h.stats(0).download_requests == 1).await;
     settle().await;
     advance(Duration::from_secs(1)).await;
@@ -274,21 +268,7 @@ async fn a_scrape_that_times_out_answers_with_the_cache_while_the_refresh_finish
     let h = Harness::start().await;
     h.fake
         .set_download_delay(&tenant_id(0), Duration::from_secs(20));
-    let scrape = {
-        let client = h.client.clone();
-        let url = format!("{}/metrics", h.base);
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .header("X-Prometheus-Scrape-Timeout-Seconds", "2")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-    };
+    let scrape = h.spawn_scrape(Some("2"));
     until("the download started", || h.stats(0).download_requests == 1).await;
     advance(Duration::from_secs(2)).await;
     // Bounded: a scrape that ignored its deadline fails here instead of hanging.
@@ -328,11 +308,7 @@ async fn without_the_header_the_default_scrape_timeout_applies() {
     .await;
     h.fake
         .set_download_delay(&tenant_id(0), Duration::from_secs(20));
-    let scrape = {
-        let client = h.client.clone();
-        let url = format!("{}/metrics", h.base);
-        tokio::spawn(async move { client.get(url).send().await.unwrap().text().await.unwrap() })
-    };
+    let scrape = h.spawn_scrape(None);
     until("the download started", || h.stats(0).download_requests == 1).await;
     advance(Duration::from_millis(3500)).await;
     settle().await;

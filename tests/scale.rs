@@ -80,21 +80,7 @@ async fn refreshes_run_at_most_concurrency_at_a_time() {
         h.fake
             .set_download_delay(&tenant_id(i), Duration::from_secs(10));
     }
-    let scrape = {
-        let client = h.client.clone();
-        let url = format!("{}/metrics", h.base);
-        tokio::spawn(async move {
-            client
-                .get(url)
-                .header("X-Prometheus-Scrape-Timeout-Seconds", "60")
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-    };
+    let scrape = h.spawn_scrape(Some("60"));
     let downloads = || (0..3).map(|i| h.stats(i).download_requests).sum::<u64>();
     until("one download started", || downloads() == 1).await;
     settle().await;

@@ -61,21 +61,9 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 }
 
 async fn start(web_config: &Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(binary())
-        .args([
-            "--demo",
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--web.config.file",
-            web_config.to_str().unwrap(),
-        ])
-        .args(extra)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let address = listening_address(&mut child).await;
-    (child, address)
+    let mut args = vec!["--web.config.file", web_config.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    start_demo_exporter(&args).await
 }
 
 fn client(ca_pem: &str) -> reqwest::Client {
@@ -365,7 +353,6 @@ async fn an_invalid_web_config_stops_the_start_with_its_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_over_tls_with_basic_auth() {
-    let prometheus_bin = require_tool("prometheus");
     let dir = tempfile::tempdir().unwrap();
     let ca = ca("test CA");
     let (cert, key) = leaf(&ca, false);
@@ -382,50 +369,19 @@ async fn prometheus_scrapes_over_tls_with_basic_auth() {
     let ca_file = write(dir.path(), "ca.crt", &ca.pem);
     let password_file = write(dir.path(), "password", PASSWORD);
     let (_exporter, address) = start(&web, &[]).await;
-    let config = write(
+    let prometheus = start_prometheus(
         dir.path(),
-        "prometheus.yml",
         &format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: office365-activations\n    scheme: https\n    tls_config:\n      ca_file: {}\n    basic_auth:\n      username: {USER}\n      password_file: {}\n    static_configs:\n      - targets: ['{address}']\n",
             ca_file.display(),
             password_file.display()
         ),
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _prometheus = Command::new(prometheus_bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let query = format!("http://127.0.0.1:{port}/api/v1/query");
-    let http = reqwest::Client::new();
-    let mut last = String::new();
-    for _ in 0..240 {
-        if let Ok(response) = http
-            .get(&query)
-            .query(&[("query", "count(office365_activations_activated_users)")])
-            .send()
-            .await
-        {
-            last = response.text().await.unwrap_or_default();
-            if last.contains("\"8\"") {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("Prometheus did not scrape the exporter over TLS with basic auth; last answer: {last}");
+    prometheus
+        .query_until("count(office365_activations_activated_users)", |r| {
+            r[0]["value"][1] == "8"
+        })
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

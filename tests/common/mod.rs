@@ -232,6 +232,16 @@ impl Harness {
         Metrics::parse(&response.text().await.unwrap())
     }
 
+    /// Starts a scrape in the background (with an X-Prometheus-Scrape-Timeout-Seconds header
+    /// when given), so the test can move the clock while it waits; yields the body.
+    pub fn spawn_scrape(&self, timeout: Option<&str>) -> tokio::task::JoinHandle<String> {
+        let mut request = self.client.get(format!("{}/metrics", self.base));
+        if let Some(seconds) = timeout {
+            request = request.header("X-Prometheus-Scrape-Timeout-Seconds", seconds);
+        }
+        tokio::spawn(async move { request.send().await.unwrap().text().await.unwrap() })
+    }
+
     pub fn stats(&self, i: usize) -> office365_activations_exporter::fake_graph::FakeStats {
         self.fake.stats(&tenant_id(i))
     }
@@ -504,4 +514,102 @@ pub fn last_error(h: &Harness, i: usize) -> String {
         .status()
         .last_error
         .unwrap_or_default()
+}
+
+/// Starts the exporter binary in demo mode on a free loopback port, with `extra` flags; returns
+/// the process (killed when dropped) and its address.
+pub async fn start_demo_exporter(extra: &[&str]) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(binary())
+        .args(["--demo", "--web.listen-address", "127.0.0.1:0"])
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the exporter binary starts");
+    let address = listening_address(&mut child).await;
+    (child, address)
+}
+
+/// A real Prometheus (Debian's package), killed when dropped.
+pub struct Prometheus {
+    /// The process.
+    pub child: tokio::process::Child,
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// Its log file, for failure messages.
+    pub log: std::path::PathBuf,
+}
+
+/// Starts Prometheus with `config` as its prometheus.yml, its data in `dir/data` (which may hold
+/// backfilled blocks already) and its log in `dir/prometheus.log`, on a free loopback port.
+pub fn start_prometheus(dir: &std::path::Path, config: &str) -> Prometheus {
+    let prometheus = require_tool("prometheus");
+    let config_file = dir.join("prometheus.yml");
+    std::fs::write(&config_file, config).unwrap();
+    let log = dir.join("prometheus.log");
+    // Prometheus cannot report a port 0 choice back: take a free port and hand it over.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = tokio::process::Command::new(prometheus)
+        .arg(format!("--config.file={}", config_file.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(
+            std::fs::File::create(&log).unwrap(),
+        ))
+        .stderr(std::process::Stdio::from(
+            std::fs::OpenOptions::new().append(true).open(&log).unwrap(),
+        ))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("prometheus starts");
+    Prometheus {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+    }
+}
+
+impl Prometheus {
+    /// Runs an instant query until `accept` likes its result (Prometheus scrapes on its own
+    /// schedule, so this waits for it; the bound only turns a hang into a failure).
+    pub async fn query_until(
+        &self,
+        query: &str,
+        accept: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let client = reqwest::Client::new();
+        let mut last = serde_json::Value::Null;
+        for _ in 0..240 {
+            if let Ok(response) = client
+                .get(format!("{}/api/v1/query", self.base))
+                .query(&[("query", query)])
+                .send()
+                .await
+            {
+                if let Ok(body) = serde_json::from_str::<serde_json::Value>(
+                    &response.text().await.unwrap_or_default(),
+                ) {
+                    if body["status"] == "success" && accept(&body["data"]["result"]) {
+                        return body["data"]["result"].clone();
+                    }
+                    last = body;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        panic!(
+            "Prometheus never answered {query} as expected; last answer: {last}\nits log:\n{log}"
+        );
+    }
 }
