@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -147,9 +148,10 @@ impl Exporter {
         Ok(summary)
     }
 
-    /// Refreshes the tenants whose reports are stale, waiting for them at most until
-    /// `wait_until`, then returns the body from whatever is cached by then.
-    pub async fn scrape(&self, wait_until: Instant) -> Arc<Snapshot> {
+    /// Refreshes the tenants whose reports are stale, waiting for them at most `budget`, then
+    /// returns the body from whatever is cached by then.
+    pub async fn scrape(&self, budget: Duration) -> Arc<Snapshot> {
+        // One clock read serves the whole cached path.
         let now = Instant::now();
         let now_nanos = self.nanos(now);
         let mut running = Vec::new();
@@ -166,6 +168,10 @@ impl Exporter {
             }
             self.next_due.store(next_due, Ordering::Release);
         }
+        if running.is_empty() {
+            return self.snapshot_at(now);
+        }
+        let wait_until = now + budget;
         for mut refresh in running {
             // Err: the refresh ended (its sender is dropped), which is what we wait for.
             if tokio::time::timeout_at(wait_until, refresh.changed())
@@ -185,11 +191,16 @@ impl Exporter {
 
     /// The body from the cache, without refreshing anything.
     pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot_at(Instant::now())
+    }
+
+    fn snapshot_at(&self, now: Instant) -> Arc<Snapshot> {
         // Read the generation first: a refresh landing meanwhile is at worst rendered early and
         // rendered again at the next scrape.
         let generation = self.shared.generation.load(Ordering::Acquire);
         self.exposition.snapshot(
             generation,
+            now,
             || {
                 let cached: Vec<_> = self.tenants().iter().filter_map(|t| t.cached()).collect();
                 self.metrics

@@ -77,6 +77,7 @@ impl Exposition {
     pub fn snapshot(
         &self,
         generation: u64,
+        now: Instant,
         render_stable: impl FnOnce() -> Vec<u8>,
         render_live: impl FnOnce() -> Vec<u8>,
     ) -> Arc<Snapshot> {
@@ -85,7 +86,7 @@ impl Exposition {
                 snapshot.stable.generation == generation && now < snapshot.built_at + LIVE_TTL
             })
         };
-        if let Some(snapshot) = current(Instant::now()) {
+        if let Some(snapshot) = current(now) {
             return snapshot;
         }
         let _rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
@@ -189,8 +190,12 @@ mod tests {
             .flat_map(|i| format!("metric{{tenant=\"t{i}\"}} {i}\n").into_bytes())
             .collect();
         for live in [&b"process_cpu_seconds_total 1.5\n"[..], b""] {
-            let snapshot =
-                exposition.snapshot(live.len() as u64, || stable.clone(), || live.to_vec());
+            let snapshot = exposition.snapshot(
+                live.len() as u64,
+                Instant::now(),
+                || stable.clone(),
+                || live.to_vec(),
+            );
             let gz = snapshot.gzip();
             assert!(gz.len() < snapshot.plain().len() / 4, "compresses");
             assert_eq!(gunzip(&gz), snapshot.plain().to_vec());
@@ -205,6 +210,7 @@ mod tests {
         let take = |generation| {
             exposition.snapshot(
                 generation,
+                Instant::now(),
                 || {
                     stable_renders.set(stable_renders.get() + 1);
                     format!("gen {generation}\n").into_bytes()

@@ -22,7 +22,6 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
-use tokio::time::Instant;
 
 use crate::exporter::Exporter;
 use crate::exposition::accepts_gzip;
@@ -209,7 +208,7 @@ async fn handle(
             request.headers().get("x-prometheus-scrape-timeout-seconds"),
             options.default_scrape_timeout,
         );
-        let snapshot = exporter.scrape(Instant::now() + budget).await;
+        let snapshot = exporter.scrape(budget).await;
         let gzip = request
             .headers()
             .get(ACCEPT_ENCODING)

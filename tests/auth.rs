@@ -567,3 +567,71 @@ async fn imds_warming_up_is_retried_with_backoff_on_tokio_time() {
     assert_eq!(h.fake.msi_stats().imds_requests, 5);
     h.stop().await;
 }
+
+/// The warning an operator acts on before auth breaks: a certificate within 30 days of its
+/// notAfter is logged (with the days left), and one with a year left is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_near_expiry_is_warned_about_in_the_log() {
+    use office365_activations_exporter::fake_graph::{FakeGraph, FakeTenant, ReportData};
+    let mut options = FakeGraphOptions::default();
+    options.tenants.push(FakeTenant::new(
+        tenant_id(0),
+        client_id(0),
+        SECRET,
+        ReportData::Fixed {
+            refresh_date: date(),
+            products: default_products(),
+        },
+    ));
+    let fake = FakeGraph::start(options).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write(dir.path(), "ca.pem", fake.ca_pem());
+    for (days, warned) in [(10, true), (365, false)] {
+        let (cert_pem, cert_der) = certificate(KEY_A, days);
+        fake.register_certificate(&tenant_id(0), &cert_der);
+        let pem = write(
+            dir.path(),
+            &format!("exporter-{days}.pem"),
+            format!("{cert_pem}{KEY_A}"),
+        );
+        let output = tokio::process::Command::new(binary())
+            .args(["check", "--auth.method", "client_certificate"])
+            .arg("--auth.client-certificate-path")
+            .arg(&pem)
+            .args([
+                "--graph.endpoint",
+                &fake.graph_endpoint(),
+                "--auth.authority-host",
+                &fake.authority_host(),
+            ])
+            .arg("--tls.ca-file")
+            .arg(&ca)
+            .args([
+                "--auth.tenant-id",
+                &tenant_id(0),
+                "--auth.client-id",
+                &client_id(0),
+                "--tenant.name",
+                "contoso",
+            ])
+            .env_clear()
+            .output()
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{days} days: {err}");
+        let line = err.lines().find(|l| l.contains("expires within 30 days"));
+        assert_eq!(line.is_some(), warned, "{days} days left:\n{err}");
+        if let Some(line) = line {
+            assert!(
+                line.contains("level=warn") && line.contains("tenant=contoso"),
+                "{line}"
+            );
+            assert!(
+                line.contains("days_left=9") || line.contains("days_left=10"),
+                "{line}"
+            );
+            assert!(!line.contains("PRIVATE KEY"));
+        }
+    }
+}
