@@ -3,9 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::*;
 use std::time::Duration;
 
@@ -60,30 +57,6 @@ async fn only_get_and_head_are_allowed() {
     h.stop().await;
 }
 
-fn promtool_check(text: &str) -> (bool, String) {
-    let promtool = require_tool("promtool");
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), said)
-}
-
 #[tokio::test(start_paused = true)]
 async fn promtool_check_metrics_reports_nothing() {
     let h = Harness::with(Options {
@@ -94,7 +67,7 @@ async fn promtool_check_metrics_reports_nothing() {
     h.fake.expire_client_secret(&tenant_id(1)); // an error counter in the output too
     let m = h.scrape().await;
     assert!(m.errors("fabrikam", "token", "unauthorized") == 1.0);
-    let (ok, said) = promtool_check(&m.text);
+    let (ok, said) = promtool_metrics_check(&m.text);
     assert!(
         ok && said.trim().is_empty(),
         "promtool check metrics:\n{said}\n---\n{}",
@@ -106,7 +79,8 @@ async fn promtool_check_metrics_reports_nothing() {
 #[test]
 fn promtool_does_catch_bad_exposition() {
     // The check above can fail: promtool complains about a counter without _total.
-    let (ok, said) = promtool_check("# HELP x_seconds X.\n# TYPE x_seconds counter\nx_seconds 1\n");
+    let (ok, said) =
+        promtool_metrics_check("# HELP x_seconds X.\n# TYPE x_seconds counter\nx_seconds 1\n");
     assert!(!ok || !said.trim().is_empty(), "{said}");
 }
 

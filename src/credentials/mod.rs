@@ -136,7 +136,12 @@ impl TokenCache {
 
     /// A token valid for at least [`EXPIRY_MARGIN`] more, from the cache or freshly requested.
     pub async fn token(&self, http: &reqwest::Client) -> Result<Secret, Error> {
-        if let Some(token) = self.cached.lock().unwrap().as_ref() {
+        if let Some(token) = self
+            .cached
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             if token.expires_at > Instant::now() + EXPIRY_MARGIN {
                 return Ok(token.value.clone());
             }
@@ -154,13 +159,13 @@ impl TokenCache {
             "Got an access token"
         );
         let value = fresh.value.clone();
-        *self.cached.lock().unwrap() = Some(fresh);
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
         Ok(value)
     }
 
     /// Forgets the cached token, after Graph refused it.
     pub fn invalidate(&self) {
-        *self.cached.lock().unwrap() = None;
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
