@@ -572,18 +572,7 @@ async fn imds_warming_up_is_retried_with_backoff_on_tokio_time() {
 /// notAfter is logged (with the days left), and one with a year left is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_near_expiry_is_warned_about_in_the_log() {
-    use office365_activations_exporter::fake_graph::{FakeGraph, FakeTenant, ReportData};
-    let mut options = FakeGraphOptions::default();
-    options.tenants.push(FakeTenant::new(
-        tenant_id(0),
-        client_id(0),
-        SECRET,
-        ReportData::Fixed {
-            refresh_date: date(),
-            products: default_products(),
-        },
-    ));
-    let fake = FakeGraph::start(options).await.unwrap();
+    let fake = start_fixed_fake(1).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = write(dir.path(), "ca.pem", fake.ca_pem());
     for (days, warned) in [(10, true), (365, false)] {

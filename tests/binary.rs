@@ -7,24 +7,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::*;
-use office365_activations_exporter::fake_graph::{
-    FakeGraph, FakeGraphOptions, FakeTenant, ReportData,
-};
+use office365_activations_exporter::fake_graph::FakeGraph;
 use tokio::process::Command;
-
-/// Runs the binary to completion (bounded, so a hang fails instead of blocking CI).
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(binary());
-    command
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("the binary finishes")
-        .expect("the binary runs")
-}
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
@@ -101,7 +85,7 @@ async fn bad_configuration_exits_with_one_clear_line() {
         ),
     ];
     for (args, env, expect) in cases {
-        let output = run(args, env).await;
+        let output = run_binary(args, env).await;
         let err = stderr(&output);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(expect), "{args:?}: {err}");
@@ -112,14 +96,14 @@ async fn bad_configuration_exits_with_one_clear_line() {
         );
     }
     // clap's own errors (unknown flag, bad duration) also exit 2 without a panic.
-    let output = run(&["--cache.ttl", "soon"], &[]).await;
+    let output = run_binary(&["--cache.ttl", "soon"], &[]).await;
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--cache.ttl"));
 }
 
 #[tokio::test]
 async fn help_lists_every_flag() {
-    let output = run(&["--help"], &[]).await;
+    let output = run_binary(&["--help"], &[]).await;
     let help = String::from_utf8_lossy(&output.stdout);
     for flag in [
         "--web.listen-address",
@@ -153,17 +137,7 @@ struct FakeForBinary {
 }
 
 async fn fake_for_binary() -> FakeForBinary {
-    let mut options = FakeGraphOptions::default();
-    options.tenants.push(FakeTenant::new(
-        tenant_id(0),
-        client_id(0),
-        SECRET,
-        ReportData::Fixed {
-            refresh_date: date(),
-            products: default_products(),
-        },
-    ));
-    let fake = FakeGraph::start(options).await.unwrap();
+    let fake = start_fixed_fake(1).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, fake.ca_pem()).unwrap();
@@ -184,7 +158,7 @@ async fn check_prints_metrics_and_succeeds() {
     let tenant = tenant_id(0);
     let client = client_id(0);
     // Flags after the subcommand, the tenant and client ids from the environment.
-    let output = run(
+    let output = run_binary(
         &[
             "check",
             "--graph.endpoint",
@@ -219,7 +193,7 @@ async fn check_names_the_aadsts_code_and_what_to_do_without_leaking_the_secret()
     let (graph, authority) = (f.fake.graph_endpoint(), f.fake.authority_host());
     let tenant = tenant_id(0);
     let client = client_id(0);
-    let output = run(
+    let output = run_binary(
         &[
             "--graph.endpoint",
             &graph,
@@ -261,7 +235,7 @@ async fn check_without_the_ca_fails_on_tls_with_a_clear_reason() {
     let (graph, authority) = (f.fake.graph_endpoint(), f.fake.authority_host());
     let tenant = tenant_id(0);
     let client = client_id(0);
-    let output = run(
+    let output = run_binary(
         &[
             "check",
             "--graph.endpoint",
@@ -328,19 +302,7 @@ async fn demo_serves_and_stops_gracefully_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config_file_and_keeps_other_tenants() {
-    let mut options = FakeGraphOptions::default();
-    for i in 0..2 {
-        options.tenants.push(FakeTenant::new(
-            tenant_id(i),
-            client_id(i),
-            SECRET,
-            ReportData::Fixed {
-                refresh_date: date(),
-                products: default_products(),
-            },
-        ));
-    }
-    let fake = FakeGraph::start(options).await.unwrap();
+    let fake = start_fixed_fake(2).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, fake.ca_pem()).unwrap();
@@ -430,7 +392,7 @@ async fn debug_logs_never_show_the_secret() {
         if expired {
             f.fake.expire_client_secret(&tenant_id(0));
         }
-        let output = run(
+        let output = run_binary(
             &[
                 "check",
                 "--log.level",

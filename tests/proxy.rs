@@ -11,15 +11,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Output;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
-use office365_activations_exporter::fake_graph::{
-    FakeGraph, FakeGraphOptions, FakeTenant, ReportData,
-};
 use reqwest::Url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -193,37 +188,11 @@ async fn a_wrong_proxy_password_fails_the_token_stage_as_network() {
     h.stop().await;
 }
 
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(binary());
-    command
-        .args(args)
-        .env_clear()
-        .envs(env.iter().copied())
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("the binary finishes")
-        .expect("the binary runs")
-}
-
 /// The binary, with HTTPS_PROXY and NO_PROXY from its environment as Azure's tooling sets them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_honours_https_proxy_and_no_proxy() {
     let proxy = ConnectProxy::start().await;
-    let fake = FakeGraph::start(FakeGraphOptions {
-        tenants: vec![FakeTenant::new(
-            tenant_id(0),
-            client_id(0),
-            SECRET,
-            ReportData::Fixed {
-                refresh_date: date(),
-                products: default_products(),
-            },
-        )],
-        ..FakeGraphOptions::default()
-    })
-    .await
-    .unwrap();
+    let fake = start_fixed_fake(1).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, fake.ca_pem()).unwrap();
@@ -247,7 +216,7 @@ async fn the_binary_honours_https_proxy_and_no_proxy() {
         ca.to_str().unwrap(),
     ];
     let proxy_url = proxy.url(PROXY_PASSWORD).to_string();
-    let output = run(
+    let output = run_binary(
         &args,
         &[
             ("AZURE_CLIENT_SECRET", SECRET),

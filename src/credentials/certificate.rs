@@ -505,14 +505,14 @@ impl Credential for ClientCertificate {
                     stage: Stage::Token,
                     detail,
                 })?;
-            let form = [
-                ("client_id", self.client_id.as_str()),
-                ("scope", self.scope.as_str()),
-                ("grant_type", "client_credentials"),
-                ("client_assertion_type", entra::JWT_BEARER),
-                ("client_assertion", assertion.as_str()),
-            ];
-            entra::request_token(http, &self.token_url, &form).await
+            entra::request_token_with_assertion(
+                http,
+                &self.token_url,
+                &self.client_id,
+                &self.scope,
+                &assertion,
+            )
+            .await
         })
     }
 }

@@ -132,6 +132,25 @@ pub(crate) fn hint(aadsts: Option<u64>, status: u16) -> &'static str {
     }
 }
 
+/// The client-credentials grant with a signed `assertion` (a certificate's JWT, or a federated
+/// token): the form the certificate and workload identity credentials share.
+pub async fn request_token_with_assertion(
+    http: &reqwest::Client,
+    token_url: &Url,
+    client_id: &str,
+    scope: &str,
+    assertion: &str,
+) -> Result<AccessToken, Error> {
+    let form = [
+        ("client_id", client_id),
+        ("scope", scope),
+        ("grant_type", "client_credentials"),
+        ("client_assertion_type", JWT_BEARER),
+        ("client_assertion", assertion),
+    ];
+    request_token(http, token_url, &form).await
+}
+
 /// Posts a client-credentials `form` to `token_url` and returns the token, or Entra ID's refusal
 /// with its AADSTS code and ids.
 pub async fn request_token(

@@ -76,14 +76,14 @@ impl Credential for WorkloadIdentity {
                     stage: Stage::Token,
                     detail: format!("federated token file (AZURE_FEDERATED_TOKEN_FILE): {e}"),
                 })?;
-            let form = [
-                ("client_id", self.client_id.as_str()),
-                ("scope", self.scope.as_str()),
-                ("grant_type", "client_credentials"),
-                ("client_assertion_type", entra::JWT_BEARER),
-                ("client_assertion", assertion.as_str()),
-            ];
-            entra::request_token(http, &self.token_url, &form).await
+            entra::request_token_with_assertion(
+                http,
+                &self.token_url,
+                &self.client_id,
+                &self.scope,
+                &assertion,
+            )
+            .await
         })
     }
 }

@@ -613,3 +613,38 @@ impl Prometheus {
         );
     }
 }
+
+/// Runs the exporter binary to completion with exactly `env` as its environment (bounded, so a
+/// hang fails instead of blocking CI).
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(binary());
+    command
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the binary finishes")
+        .expect("the binary runs")
+}
+
+/// A fake Graph, in real time, whose first `tenants` harness tenants (ids `tenant_id(i)`,
+/// `client_id(i)`, secret `SECRET`) serve `default_products()`: for tests that run the binary.
+pub async fn start_fixed_fake(tenants: usize) -> FakeGraph {
+    let mut options = FakeGraphOptions::default();
+    for i in 0..tenants {
+        options.tenants.push(FakeTenant::new(
+            tenant_id(i),
+            client_id(i),
+            SECRET,
+            ReportData::Fixed {
+                refresh_date: date(),
+                products: default_products(),
+            },
+        ));
+    }
+    FakeGraph::start(options)
+        .await
+        .expect("the fake Graph starts")
+}
