@@ -301,6 +301,32 @@ async fn demo_serves_and_stops_gracefully_on_sigterm() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_gracefully_too() {
+    let (mut child, address) = start_demo_exporter(&[]).await;
+    assert_eq!(
+        reqwest::get(format!("http://{address}/-/healthy"))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits after SIGINT")
+        .unwrap();
+    assert!(
+        status.success(),
+        "a clean exit, not death by signal: {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config_file_and_keeps_other_tenants() {
     let fake = start_fixed_fake(2).await;
     let dir = tempfile::tempdir().unwrap();
