@@ -148,6 +148,13 @@ impl Exporter {
         Ok(summary)
     }
 
+    /// The body from the cache when no tenant can be due for a refresh yet; `None` when a scrape
+    /// must look at the tenants ([`Exporter::scrape`]).
+    pub fn cached(&self) -> Option<Arc<Snapshot>> {
+        let now = Instant::now();
+        (self.nanos(now) < self.next_due.load(Ordering::Acquire)).then(|| self.snapshot_at(now))
+    }
+
     /// Refreshes the tenants whose reports are stale, waiting for them at most `budget`, then
     /// returns the body from whatever is cached by then.
     pub async fn scrape(&self, budget: Duration) -> Arc<Snapshot> {

@@ -150,6 +150,28 @@ async fn tls_with_basic_auth_and_headers() {
     let m = Metrics::parse(&good.text().await.unwrap());
     assert_eq!(m.up("contoso"), Some(1.0));
 
+    // With the cache warm (the scrape after the first load notes when the next refresh is
+    // due), scrapes take the cached path: still behind auth, still with the configured headers.
+    for _ in 0..2 {
+        let cached = http
+            .get(format!("{base}/metrics"))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cached.status(), 200);
+        assert_eq!(
+            cached.headers()["strict-transport-security"],
+            "max-age=31536000"
+        );
+    }
+    let anonymous = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(
+        anonymous.status(),
+        401,
+        "a warm cache is no way around auth"
+    );
+
     // Plain HTTP to the TLS port gets nothing useful.
     let plain = reqwest::get(format!("http://{address}/metrics")).await;
     assert!(!plain.is_ok_and(|r| r.status().is_success()));
@@ -200,6 +222,34 @@ async fn tls_with_basic_auth_and_headers() {
     .await;
     assert_eq!(down.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&down.stderr).contains("127.0.0.1:1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_without_tls_or_auth_are_on_every_scrape() {
+    let dir = tempfile::tempdir().unwrap();
+    let web = write(
+        dir.path(),
+        "web.yml",
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n",
+    );
+    let (_exporter, address) = start(&web, &[]).await;
+    // The first scrape loads the reports; the later ones are answered from the cache.
+    for scrape in 0..3 {
+        let answer = reqwest::get(format!("http://{address}/metrics"))
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(
+            answer.headers()["x-content-type-options"],
+            "nosniff",
+            "scrape {scrape}"
+        );
+        assert_eq!(
+            answer.headers()["vary"],
+            "Accept-Encoding",
+            "scrape {scrape}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
