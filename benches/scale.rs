@@ -164,11 +164,44 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// A minimal hyper server that serves `body` from memory: the baseline.
-async fn baseline(body: Bytes, gzip: Bytes) -> String {
+/// The baseline server in its own process (this benchmark, run with `--serve-baseline PLAIN
+/// GZIP`), like the exporter: same runtime, same process setup, only the handler differs.
+struct Baseline {
+    child: Child,
+    address: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn baseline(body: &Bytes, gzip: &Bytes) -> Baseline {
+    let dir = tempfile::tempdir().unwrap();
+    let (plain_file, gzip_file) = (dir.path().join("plain"), dir.path().join("gzip"));
+    std::fs::write(&plain_file, body).unwrap();
+    std::fs::write(&gzip_file, gzip).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--serve-baseline")
+        .args([&plain_file, &gzip_file])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the baseline starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("the baseline listens");
+    Baseline {
+        child,
+        address,
+        _dir: dir,
+    }
+}
+
+/// A minimal hyper server that serves `body` from memory: the baseline. Prints its address.
+async fn serve_baseline(body: Bytes, gzip: Bytes) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    tokio::spawn(async move {
+    println!("{}", listener.local_addr().unwrap());
+    {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
@@ -200,8 +233,7 @@ async fn baseline(body: Bytes, gzip: Bytes) -> String {
                     .await;
             });
         }
-    });
-    address
+    }
 }
 
 /// One wrk run's figures.
@@ -212,6 +244,9 @@ struct Load {
     p99_ms: f64,
     max_ms: f64,
     requests: u64,
+    /// CPU time the server spent per request (user + system), in microseconds: the cost of a
+    /// scrape, steadier than the throughput on a machine the load generator shares.
+    cpu_us: f64,
 }
 
 fn parse_ms(text: &str) -> f64 {
@@ -269,6 +304,14 @@ async fn wrk(url: &str, connections: u32, seconds: u64, headers: &[&str]) -> Loa
     load
 }
 
+/// `load` with the CPU time process `pid` spent serving it.
+async fn measured(pid: u32, load: impl std::future::Future<Output = Load>) -> Load {
+    let before = cpu_seconds(pid);
+    let mut load = load.await;
+    load.cpu_us = (cpu_seconds(pid) - before) * 1e6 / load.requests as f64;
+    load
+}
+
 fn mib(bytes: u64) -> String {
     if bytes < 1024 * 1024 {
         format!("{:.1} KiB", bytes as f64 / 1024.0)
@@ -290,9 +333,17 @@ async fn get(url: &str, headers: &[(&str, &str)]) -> (Bytes, Duration) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list" || a == "--test") {
         // `cargo test --benches` and test listers: nothing to run here.
         return;
+    }
+    if let [_, flag, plain, gzip] = args.as_slice() {
+        if flag == "--serve-baseline" {
+            let read = |path: &str| Bytes::from(std::fs::read(path).unwrap());
+            serve_baseline(read(plain), read(gzip)).await;
+            return;
+        }
     }
     let counts: Vec<usize> = std::env::var("BENCH_TENANTS")
         .unwrap_or_else(|_| "1,100,1000".into())
@@ -355,8 +406,9 @@ async fn main() {
             mib(idle_rss)
         ));
 
-        let base = baseline(body.clone(), gzip.clone()).await;
-        let base_url = format!("http://{base}/metrics");
+        let base = baseline(&body, &gzip).await;
+        let base_pid = base.child.id().unwrap();
+        let base_url = format!("http://{}/metrics", base.address);
         let mut cases = vec![(1u32, "plain"), (64, "plain")];
         if n >= 1000 {
             cases.push((64, "gzip"));
@@ -371,8 +423,9 @@ async fn main() {
             // swings by 20% either way.
             let mut rounds = Vec::new();
             for _ in 0..rounds_per_case {
-                let ours = wrk(&metrics, connections, seconds, headers).await;
-                let theirs = wrk(&base_url, connections, seconds, headers).await;
+                let ours = measured(pid, wrk(&metrics, connections, seconds, headers)).await;
+                let theirs =
+                    measured(base_pid, wrk(&base_url, connections, seconds, headers)).await;
                 rounds.push((ours, theirs));
             }
             rounds.sort_by(|a, b| {
@@ -419,6 +472,7 @@ async fn main() {
             ));
         }
         exporter.child.kill().await.ok();
+        drop(base);
         fake.shutdown().await;
     }
 
@@ -433,18 +487,20 @@ async fn main() {
     println!();
     println!("## Cached scrapes: exporter vs baseline (a hyper server serving the same bytes from memory; median of {rounds_per_case} interleaved rounds)");
     println!();
-    println!("| tenants | connections | encoding | exporter req/s | baseline req/s | ratio | exporter p50 / p99 | baseline p50 / p99 |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| tenants | connections | encoding | exporter req/s | baseline req/s | ratio | exporter p50 / p99 | baseline p50 / p99 | CPU per request exporter / baseline |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (n, connections, encoding, ours, theirs) in &load_rows {
         println!(
-            "| {n} | {connections} | {encoding} | {:.0} | {:.0} | **{:.2}** | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+            "| {n} | {connections} | {encoding} | {:.0} | {:.0} | **{:.2}** | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.1} / {:.1} µs |",
             ours.requests_per_second,
             theirs.requests_per_second,
             ours.requests_per_second / theirs.requests_per_second,
             ours.p50_ms,
             ours.p99_ms,
             theirs.p50_ms,
-            theirs.p99_ms
+            theirs.p99_ms,
+            ours.cpu_us,
+            theirs.cpu_us
         );
     }
     println!();
