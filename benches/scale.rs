@@ -8,7 +8,7 @@
 //! Environment: BENCH_TENANTS (default "1,100,1000"), BENCH_SECONDS per load run (default 5),
 //! BENCH_IDLE_SECONDS for the CPU-at-rest check (default 60), BENCH_LEAK_SCRAPES (default
 //! 1000000; 0 skips the leak check), BENCH_ROUNDS of exporter/baseline runs per case, of which
-//! the median ratio is shown (default 3).
+//! the median ratio is shown (default 5).
 
 use std::convert::Infallible;
 use std::process::Stdio;
@@ -353,7 +353,7 @@ async fn main() {
     let seconds: u64 = env_or("BENCH_SECONDS", 5);
     let idle_seconds: u64 = env_or("BENCH_IDLE_SECONDS", 60);
     let leak_scrapes: u64 = env_or("BENCH_LEAK_SCRAPES", 1_000_000);
-    let rounds_per_case: usize = env_or("BENCH_ROUNDS", 3);
+    let rounds_per_case: usize = env_or("BENCH_ROUNDS", 5);
 
     let mut refresh_rows = Vec::new();
     let mut notes = Vec::new();
