@@ -137,6 +137,11 @@ async fn graph_calls_carry_a_client_request_id_and_user_agent() {
         stats.report_paths[0],
         "/v1.0/reports/getOffice365ActivationsUserCounts"
     );
+    assert_eq!(
+        stats.report_http_versions,
+        vec!["HTTP/2.0"; 2],
+        "HTTP/2 where the server offers it"
+    );
     h.stop().await;
 }
 

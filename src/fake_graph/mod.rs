@@ -256,6 +256,9 @@ pub struct FakeStats {
     pub report_paths: Vec<String>,
     /// The `User-Agent` of each report request, in order (empty when absent).
     pub user_agents: Vec<String>,
+    /// The HTTP version of each report request, in order: `HTTP/2.0` or `HTTP/1.1` (the hosts
+    /// offer both by ALPN, like Graph).
+    pub report_http_versions: Vec<String>,
     /// How each token was obtained, in order: `client_secret`, `client_certificate`,
     /// `workload_identity` or `managed_identity`.
     pub token_methods: Vec<String>,

@@ -859,6 +859,7 @@ async fn graph(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
         .unwrap_or("")
         .to_string();
     let target = path_and_query(&req);
+    let http_version = format!("{:?}", req.version());
     drop(req);
 
     let now = Instant::now();
@@ -871,6 +872,7 @@ async fn graph(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
             client_request_id: client_request_id.clone(),
             user_agent,
             target,
+            http_version,
             cloud,
         };
         graph_outcome(&mut state, &shared.config, request, now)
@@ -918,6 +920,8 @@ struct ReportRequest<'a> {
     user_agent: String,
     /// Path and query, for the stats.
     target: String,
+    /// The HTTP version the client chose, for the stats.
+    http_version: String,
     /// The cloud whose Graph host name the request was sent to.
     cloud: FakeCloud,
 }
@@ -960,6 +964,7 @@ fn graph_outcome(
         .push(req.client_request_id);
     tenant.stats.report_paths.push(req.target);
     tenant.stats.user_agents.push(req.user_agent);
+    tenant.stats.report_http_versions.push(req.http_version);
     if let Some(c) = tenant.pop_canned(Endpoint::Report) {
         return GraphOutcome::Canned(c);
     }
