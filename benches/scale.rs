@@ -8,7 +8,8 @@
 //! Environment: BENCH_TENANTS (default "1,100,1000"), BENCH_SECONDS per load run (default 5),
 //! BENCH_IDLE_SECONDS for the CPU-at-rest check (default 60), BENCH_LEAK_SCRAPES (default
 //! 1000000; 0 skips the leak check), BENCH_ROUNDS of exporter/baseline runs per case, of which
-//! the median ratio is shown (default 5).
+//! the median ratio is shown (default 5), BENCH_WINDOW_SECONDS of steady state at the shortest
+//! TTL, counting report requests per tenant (default 600, Graph's throttling window; 0 skips it).
 
 use std::convert::Infallible;
 use std::process::Stdio;
@@ -83,7 +84,7 @@ struct Exporter {
     _dir: tempfile::TempDir,
 }
 
-async fn exporter(fake: &FakeGraph, n: usize) -> Exporter {
+async fn exporter(fake: &FakeGraph, n: usize, extra: &[&str]) -> Exporter {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, SECRET).unwrap();
@@ -108,6 +109,7 @@ async fn exporter(fake: &FakeGraph, n: usize) -> Exporter {
         .arg(&config_file)
         .arg("--tls.ca-file")
         .arg(&ca)
+        .args(extra)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -379,7 +381,7 @@ async fn main() {
     let mut memory_rows = Vec::new();
     for &n in &counts {
         let fake = fake(n).await;
-        let mut exporter = exporter(&fake, n).await;
+        let mut exporter = exporter(&fake, n, &[]).await;
         let pid = exporter.child.id().unwrap();
         let metrics = format!("http://{}/metrics", exporter.address);
         let (body, refresh_wall) =
@@ -520,7 +522,7 @@ async fn main() {
     // deadline. Scrapes must keep answering from the cache within their deadline.
     let n = *counts.iter().max().unwrap();
     let fake = fake(n).await;
-    let mut exporter = exporter(&fake, n).await;
+    let mut exporter = exporter(&fake, n, &[]).await;
     let metrics = format!("http://{}/metrics", exporter.address);
     let started = Instant::now();
     let storm = wrk(&metrics, 4, 20, &["X-Prometheus-Scrape-Timeout-Seconds: 2"]).await;
@@ -538,6 +540,47 @@ async fn main() {
         storm.max_ms,
         started.elapsed().as_secs_f64(),
         fake.connections().graph
+    );
+    exporter.child.kill().await.ok();
+    fake.shutdown().await;
+
+    // Steady state at the shortest TTL: scraped like Prometheus every 15 s for Graph's 10-minute
+    // throttling window, how many report requests does each tenant make? Never above Graph's 14.
+    let window: u64 = env_or("BENCH_WINDOW_SECONDS", 600);
+    if window > 0 {
+        steady_state(n, window).await;
+    }
+}
+
+/// `n` tenants at `--cache.ttl 1m`, scraped every 15 s for `window` seconds.
+async fn steady_state(n: usize, window: u64) {
+    let fake = fake(n).await;
+    let mut exporter = exporter(&fake, n, &["--cache.ttl", "1m"]).await;
+    let metrics = format!("http://{}/metrics", exporter.address);
+    let started = Instant::now();
+    let (mut scrapes, mut slowest) = (0, Duration::ZERO);
+    while started.elapsed() < Duration::from_secs(window) {
+        let (_, took) = get(&metrics, &[("X-Prometheus-Scrape-Timeout-Seconds", "10")]).await;
+        scrapes += 1;
+        slowest = slowest.max(took);
+        tokio::time::sleep(Duration::from_secs(15).saturating_sub(took)).await;
+    }
+    let stats: Vec<_> = (0..n).map(|i| fake.stats(&tenant_id(i))).collect();
+    let reports: Vec<u64> = stats.iter().map(|s| s.report_requests).collect();
+    let tokens: u64 = stats.iter().map(|s| s.token_requests).sum();
+    let throttled: u64 = stats.iter().map(|s| s.throttled_requests).sum();
+    let connections = fake.connections();
+    println!();
+    println!("## Steady state ({n} tenants, --cache.ttl 1m, scraped every 15 s for {window} s)");
+    println!();
+    println!(
+        "report requests per tenant: min {}, max {} (Graph allows 14 per 10 minutes); throttled: {throttled}; token requests: {tokens}; scrapes: {scrapes}, slowest {:.0} ms; TLS connections login/graph/download: {}/{}/{}",
+        reports.iter().min().unwrap_or(&0),
+        reports.iter().max().unwrap_or(&0),
+        slowest.as_secs_f64() * 1000.0,
+        connections.login,
+        connections.graph,
+        connections.download
     );
     exporter.child.kill().await.ok();
     fake.shutdown().await;
