@@ -6,6 +6,7 @@
 //! meantime gets the same receiver (single flight). The refresh runs to its end even if the
 //! scrape that started it gives up. A failed refresh keeps the last good report.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -28,6 +29,17 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// A fresh report is refreshed somewhat before its TTL ends, by up to this fraction of the TTL
 /// (at random), so tenants loaded together do not all expire in the same second.
 pub const TTL_JITTER: f64 = 0.1;
+
+/// Graph's throttling window for report downloads: 14 per 10 minutes per app and tenant.
+pub const REPORT_WINDOW: Duration = Duration::from_secs(600);
+
+/// At most this many report requests per tenant in any [`REPORT_WINDOW`], under Graph's 14
+/// whatever the TTL, the scrape rate and the failures (backoff after a success-failure mix, a
+/// Graph 401 retried within a refresh) would otherwise add up to.
+pub const REPORT_BUDGET: usize = 12;
+
+/// The most report requests one refresh makes: the first, and one retry after a Graph 401.
+const REPORT_REQUESTS_PER_REFRESH: usize = 2;
 
 /// What all tenants of an exporter share.
 #[derive(Clone)]
@@ -88,6 +100,29 @@ struct State {
     up: bool,
     /// The latest failure, for the landing page.
     last_error: Option<String>,
+    /// When the report requests of the last [`REPORT_WINDOW`] were sent, oldest first, to keep
+    /// within [`REPORT_BUDGET`].
+    report_requests: VecDeque<Instant>,
+}
+
+impl State {
+    /// When a refresh may start without taking the report requests of the window past
+    /// [`REPORT_BUDGET`]; forgets the requests that left the window.
+    fn budget_allows_at(&mut self, now: Instant) -> Option<Instant> {
+        while self
+            .report_requests
+            .front()
+            .is_some_and(|sent| *sent + REPORT_WINDOW <= now)
+        {
+            self.report_requests.pop_front();
+        }
+        let allowed = REPORT_BUDGET - REPORT_REQUESTS_PER_REFRESH;
+        let excess = self.report_requests.len().checked_sub(allowed)?;
+        // With `excess` requests too many, the refresh may start once the oldest `excess` have
+        // left the window.
+        let last_to_leave = excess.checked_sub(1)?;
+        Some(self.report_requests[last_to_leave] + REPORT_WINDOW)
+    }
 }
 
 /// One tenant of the exporter.
@@ -210,6 +245,15 @@ impl Tenant {
         if let Some(due) = due.filter(|due| now < *due) {
             return Freshness::Until(due);
         }
+        if let Some(due) = state.budget_allows_at(now).filter(|due| now < *due) {
+            tracing::info!(
+                tenant = %self.name,
+                budget = REPORT_BUDGET,
+                wait_seconds = due.duration_since(now).as_secs_f64(),
+                "Report request budget of the 10-minute window used up; serving the cache until it frees"
+            );
+            return Freshness::Until(due);
+        }
         let (done, running) = watch::channel(());
         state.inflight = Some(running.clone());
         drop(state);
@@ -289,6 +333,7 @@ impl Tenant {
         let mut retried = false;
         loop {
             let token = self.token.token(&self.shared.http).await?;
+            self.state().report_requests.push_back(Instant::now());
             match self.graph.fetch_report(&token).await {
                 Err(error) if error.is_unauthorized_token() && !retried => {
                     tracing::debug!(tenant = %self.name, "Graph refused the token; fetching a new one");
@@ -316,6 +361,30 @@ impl Tenant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_budget_leaves_room_for_a_whole_refresh() {
+        let start = Instant::now();
+        let mut state = State::default();
+        for i in 0..10 {
+            state
+                .report_requests
+                .push_back(start + Duration::from_secs(i));
+        }
+        assert_eq!(
+            state.budget_allows_at(start + Duration::from_secs(10)),
+            None
+        );
+        state
+            .report_requests
+            .push_back(start + Duration::from_secs(10));
+        // 11 sent: the refresh may make 2, so the oldest must leave the window first.
+        let now = start + Duration::from_secs(11);
+        assert_eq!(state.budget_allows_at(now), Some(start + REPORT_WINDOW));
+        // Once it has, it is forgotten.
+        assert_eq!(state.budget_allows_at(start + REPORT_WINDOW), None);
+        assert_eq!(state.report_requests.len(), 10);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_and_is_capped() {

@@ -591,3 +591,49 @@ async fn token_endpoint_retry_after_is_honoured() {
     assert_eq!(m.up("contoso"), Some(1.0));
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn report_requests_stay_within_the_budget_of_graphs_window() {
+    // Every refresh needs two report requests here (Graph refuses the cached token once), and
+    // scrapes come every second at the shortest TTL: left alone, about 20 report requests in 10
+    // minutes, over Graph's 14.
+    let h = Harness::with(Options {
+        ttl: TTL_1M,
+        ..Options::default()
+    })
+    .await;
+    let t = tenant_id(0);
+    let mut sent_at = Vec::new();
+    let mut seen = 0;
+    for second in 0..1200u64 {
+        let m = h.scrape().await;
+        assert_eq!(m.up("contoso"), Some(1.0), "second {second}");
+        let requests = h.stats(0).report_requests;
+        if requests != seen {
+            sent_at.extend((seen..requests).map(|_| second));
+            seen = requests;
+            // The next refresh meets a refused token first.
+            h.fake.revoke_tokens(&t);
+        }
+        advance(Duration::from_secs(1)).await;
+    }
+    let most_in_a_window = sent_at
+        .iter()
+        .map(|start| {
+            sent_at
+                .iter()
+                .filter(|s| (*start..start + 600).contains(s))
+                .count()
+        })
+        .max()
+        .unwrap();
+    assert!(
+        most_in_a_window <= 12,
+        "{most_in_a_window} report requests in 10 minutes: {sent_at:?}"
+    );
+    assert!(
+        sent_at.len() >= 20,
+        "refreshes go on at the budget's pace over 20 minutes: {sent_at:?}"
+    );
+    h.stop().await;
+}
