@@ -328,6 +328,23 @@ async fn ctrl_c_stops_gracefully_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_config_file_and_keeps_other_tenants() {
+    reload_keeps_other_tenants(Reload::Sighup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_reload_reloads_the_config_file_and_keeps_other_tenants() {
+    reload_keeps_other_tenants(Reload::Post).await;
+}
+
+/// How a test asks the exporter to re-read its configuration file.
+#[derive(Clone, Copy, PartialEq)]
+enum Reload {
+    Sighup,
+    /// POST /-/reload, with --web.enable-lifecycle.
+    Post,
+}
+
+async fn reload_keeps_other_tenants(how: Reload) {
     let fake = start_fixed_fake(2).await;
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
@@ -358,6 +375,7 @@ async fn sighup_reloads_the_config_file_and_keeps_other_tenants() {
             "--tls.ca-file",
             ca.to_str().unwrap(),
         ])
+        .args((how == Reload::Post).then_some("--web.enable-lifecycle"))
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -378,20 +396,43 @@ async fn sighup_reloads_the_config_file_and_keeps_other_tenants() {
     // A broken file is refused and changes nothing.
     std::fs::write(&config, "tenants: [").unwrap();
     let pid = child.id().unwrap().to_string();
-    let hup = || {
-        assert!(std::process::Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success())
+    let reload = || async {
+        match how {
+            Reload::Sighup => {
+                assert!(std::process::Command::new("kill")
+                    .args(["-HUP", &pid])
+                    .status()
+                    .unwrap()
+                    .success());
+                None
+            }
+            Reload::Post => {
+                let answer = reqwest::Client::new()
+                    .post(format!("http://{address}/-/reload"))
+                    .send()
+                    .await
+                    .unwrap();
+                Some((answer.status().as_u16(), answer.text().await.unwrap()))
+            }
+        }
     };
-    hup();
+    if let Some((status, text)) = reload().await {
+        assert_eq!(status, 500, "{text}");
+        assert!(text.contains("configuration unchanged"), "{text}");
+        assert_eq!(scrape().await.up("contoso"), Some(1.0));
+    }
     std::fs::write(
         &config,
         format!("{header}{}{}", tenant("contoso", 0), tenant("fabrikam", 1)),
     )
     .unwrap();
-    hup();
+    if let Some((status, text)) = reload().await {
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.contains("fabrikam"),
+            "the answer says what changed: {text}"
+        );
+    }
     let mut m = scrape().await;
     for _ in 0..200 {
         if m.up("fabrikam").is_some() {
