@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the per-refresh work (CSV parsing, encoding a report's gauges) and the
-//! per-scrape work (stitching every tenant's cached lines and the self-metrics into /metrics).
+//! rendering of the stable part of /metrics (every tenant's cached lines and the self-metrics),
+//! done when a refresh starts or ends, never per scrape.
 //! Run with `cargo bench`; figures go to BENCHMARKS.md.
 
 use std::hint::black_box;

@@ -147,8 +147,29 @@ fn proc_status(pid: u32) -> (u64, u64, u64) {
     (
         field("VmRSS:") * 1024,
         field("VmHWM:") * 1024,
-        field("voluntary_ctxt_switches:") + field("nonvoluntary_ctxt_switches:"),
+        context_switches(pid),
     )
+}
+
+/// Voluntary + involuntary context switches of every thread of a process: its wakeups.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .filter(|l| {
+                    l.starts_with("voluntary_ctxt_switches:")
+                        || l.starts_with("nonvoluntary_ctxt_switches:")
+                })
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 /// CPU seconds (user + system) a process used so far.
@@ -246,6 +267,10 @@ struct Load {
     p99_ms: f64,
     max_ms: f64,
     requests: u64,
+    /// Requests wrk gave up on after its timeout: not in the latency figures.
+    timeouts: u64,
+    /// Answers other than 2xx or 3xx.
+    non_2xx: u64,
     /// CPU time the server spent per request (user + system), in microseconds: the cost of a
     /// scrape, steadier than the throughput on a machine the load generator shares.
     cpu_us: f64,
@@ -276,6 +301,9 @@ async fn wrk(url: &str, connections: u32, seconds: u64, headers: &[&str]) -> Loa
         &connections.to_string(),
         "-d",
         &format!("{seconds}s"),
+        // Longer than any scrape deadline here, so that a late answer is measured, not dropped.
+        "--timeout",
+        "10s",
     ]);
     for header in headers {
         command.args(["-H", header]);
@@ -295,6 +323,12 @@ async fn wrk(url: &str, connections: u32, seconds: u64, headers: &[&str]) -> Loa
             ["99%", value] => load.p99_ms = parse_ms(value),
             ["Latency", _avg, _stdev, max, ..] => load.max_ms = parse_ms(max),
             [count, "requests", "in", ..] => load.requests = count.parse().unwrap_or(0),
+            ["Socket", "errors:", .., "timeout", count] => {
+                load.timeouts = count.parse().unwrap_or(0)
+            }
+            ["Non-2xx", "or", "3xx", "responses:", count] => {
+                load.non_2xx = count.parse().unwrap_or(0)
+            }
             _ => {}
         }
     }
@@ -452,26 +486,7 @@ async fn main() {
             ));
         }
         if n == *counts.iter().min().unwrap() && leak_scrapes > 0 {
-            let warm = wrk(&metrics, 8, 1, &[]).await;
-            let mut done = warm.requests;
-            while done < 10_000 {
-                done += wrk(&metrics, 8, 1, &[]).await.requests;
-            }
-            let (rss_10k, _, _) = proc_status(pid);
-            let started = Instant::now();
-            while done < leak_scrapes {
-                done += wrk(&metrics, 8, 10, &[]).await.requests;
-            }
-            let (rss_end, _, _) = proc_status(pid);
-            notes.push(format!(
-                "## Leak check ({n} tenant{})\n\nRSS after 10k scrapes: {}; after {} scrapes ({:.0} s): {}; growth {:+.1}%",
-                if n == 1 { "" } else { "s" },
-                mib(rss_10k),
-                done,
-                started.elapsed().as_secs_f64(),
-                mib(rss_end),
-                (rss_end as f64 / rss_10k as f64 - 1.0) * 100.0
-            ));
+            notes.push(leak_check(&fake, n, leak_scrapes).await);
         }
         exporter.child.kill().await.ok();
         drop(base);
@@ -505,6 +520,16 @@ async fn main() {
             theirs.cpu_us
         );
     }
+    for (n, connections, encoding, ours, theirs) in &load_rows {
+        for (who, load) in [("exporter", ours), ("baseline", theirs)] {
+            if load.timeouts + load.non_2xx > 0 {
+                println!(
+                    "\nWARNING: {n} tenants, {connections} connections, {encoding}: the {who} had {} timeouts and {} answers not 2xx",
+                    load.timeouts, load.non_2xx
+                );
+            }
+        }
+    }
     println!();
     println!("## Memory");
     println!();
@@ -533,11 +558,13 @@ async fn main() {
     println!("## Scrapes during a refresh storm ({n} tenants stale at once, 2 s scrape deadline, 4 connections, 20 s)");
     println!();
     println!(
-        "{} scrapes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (deadline 2000 ms); tenants loaded meanwhile: {loaded}/{n} in {:.1} s; TLS connections to Graph: {}",
+        "{} scrapes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (deadline 2000 ms); {} timed out (wrk waits 10 s), {} not 2xx; tenants loaded by the end: {loaded}/{n} in {:.1} s; TLS connections to Graph: {}",
         storm.requests,
         storm.p50_ms,
         storm.p99_ms,
         storm.max_ms,
+        storm.timeouts,
+        storm.non_2xx,
         started.elapsed().as_secs_f64(),
         fake.connections().graph
     );
@@ -552,17 +579,56 @@ async fn main() {
     }
 }
 
+/// RSS of a fresh exporter after 10,000 scrapes and after `scrapes`.
+async fn leak_check(fake: &FakeGraph, n: usize, scrapes: u64) -> String {
+    let mut exporter = exporter(fake, n, &[]).await;
+    let pid = exporter.child.id().unwrap();
+    let metrics = format!("http://{}/metrics", exporter.address);
+    // Exactly 10,000 first, over one keep-alive connection (wrk cannot stop at a count).
+    let client = reqwest::Client::new();
+    for _ in 0..10_000 {
+        client
+            .get(&metrics)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+    }
+    let (rss_10k, _, _) = proc_status(pid);
+    let started = Instant::now();
+    let mut done = 10_000;
+    while done < scrapes {
+        done += wrk(&metrics, 8, 10, &[]).await.requests;
+    }
+    let (rss_end, _, _) = proc_status(pid);
+    exporter.child.kill().await.ok();
+    format!(
+        "## Leak check ({n} tenant{}, a fresh exporter)\n\nRSS after 10,000 scrapes: {}; after {done} scrapes ({:.0} s more): {}; growth {:+.1}%",
+        if n == 1 { "" } else { "s" },
+        mib(rss_10k),
+        started.elapsed().as_secs_f64(),
+        mib(rss_end),
+        (rss_end as f64 / rss_10k as f64 - 1.0) * 100.0
+    )
+}
+
 /// `n` tenants at `--cache.ttl 1m`, scraped every 15 s for `window` seconds.
 async fn steady_state(n: usize, window: u64) {
     let fake = fake(n).await;
     let mut exporter = exporter(&fake, n, &["--cache.ttl", "1m"]).await;
     let metrics = format!("http://{}/metrics", exporter.address);
     let started = Instant::now();
-    let (mut scrapes, mut slowest) = (0, Duration::ZERO);
+    let (mut scrapes, mut first, mut slowest) = (0, Duration::ZERO, Duration::ZERO);
     while started.elapsed() < Duration::from_secs(window) {
         let (_, took) = get(&metrics, &[("X-Prometheus-Scrape-Timeout-Seconds", "10")]).await;
+        if scrapes == 0 {
+            first = took;
+        } else {
+            slowest = slowest.max(took);
+        }
         scrapes += 1;
-        slowest = slowest.max(took);
         tokio::time::sleep(Duration::from_secs(15).saturating_sub(took)).await;
     }
     let stats: Vec<_> = (0..n).map(|i| fake.stats(&tenant_id(i))).collect();
@@ -574,9 +640,10 @@ async fn steady_state(n: usize, window: u64) {
     println!("## Steady state ({n} tenants, --cache.ttl 1m, scraped every 15 s for {window} s)");
     println!();
     println!(
-        "report requests per tenant: min {}, max {} (Graph allows 14 per 10 minutes); throttled: {throttled}; token requests: {tokens}; scrapes: {scrapes}, slowest {:.0} ms; TLS connections login/graph/download: {}/{}/{}",
+        "report requests per tenant: min {}, max {} (Graph allows 14 per 10 minutes); throttled: {throttled}; token requests: {tokens}; scrapes: {scrapes}, the first (every tenant loading) {:.0} ms, the slowest after it {:.0} ms; TLS connections login/graph/download: {}/{}/{}",
         reports.iter().min().unwrap_or(&0),
         reports.iter().max().unwrap_or(&0),
+        first.as_secs_f64() * 1000.0,
         slowest.as_secs_f64() * 1000.0,
         connections.login,
         connections.graph,
