@@ -568,6 +568,37 @@ async fn imds_warming_up_is_retried_with_backoff_on_tokio_time() {
     h.stop().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_long_imds_retry_after_ends_the_refresh_instead_of_holding_its_slot() {
+    let h = managed_identity_harness(None, false, true).await;
+    h.fake
+        .push_imds_response(Canned::body(429, "application/json", "{}").retry_after("3600"));
+    // The scrape gets its answer without the clock moving: the refresh did not sleep an hour.
+    let scrape = h.spawn_scrape(Some("600"));
+    let fake = &h.fake;
+    until("the IMDS request", || fake.msi_stats().imds_requests == 1).await;
+    settle().await;
+    assert!(
+        scrape.is_finished(),
+        "the refresh sleeps on Retry-After, holding its slot"
+    );
+    let m = Metrics::parse(&scrape.await.unwrap());
+    assert_eq!(m.up("contoso"), Some(0.0));
+    assert_eq!(h.fake.msi_stats().imds_requests, 1);
+    // The tenant honours the hour itself: nothing before it, a token after it.
+    tokio::time::advance(Duration::from_secs(3599)).await;
+    h.scrape().await;
+    assert_eq!(
+        h.fake.msi_stats().imds_requests,
+        1,
+        "asked again before Retry-After"
+    );
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_served(&h.scrape().await);
+    assert_eq!(h.fake.msi_stats().imds_requests, 2);
+    h.stop().await;
+}
+
 /// The warning an operator acts on before auth breaks: a certificate within 30 days of its
 /// notAfter is logged (with the days left), and one with a year left is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

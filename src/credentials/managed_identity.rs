@@ -211,7 +211,10 @@ impl Credential for ManagedIdentity {
                 if status == StatusCode::OK {
                     return entra::parse_token_response(&body, sent);
                 }
-                if self.retryable(status) && attempt < MAX_RETRIES {
+                // A Retry-After beyond the longest in-refresh wait ends the refresh instead: the
+                // tenant then waits for it (its not-before) without holding a refresh slot.
+                let wait_fits = retry_after.is_none_or(|wait| wait <= MAX_RETRY_DELAY);
+                if self.retryable(status) && attempt < MAX_RETRIES && wait_fits {
                     attempt += 1;
                     let wait = retry_delay(attempt).max(retry_after.unwrap_or_default());
                     tracing::debug!(
