@@ -266,13 +266,7 @@ async fn check_without_the_ca_fails_on_tls_with_a_clear_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_and_stops_gracefully_on_sigterm() {
-    let mut child = Command::new(binary())
-        .args(["--demo", "--web.listen-address", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let address = listening_address(&mut child).await;
+    let (child, address) = start_demo_exporter(&[]).await;
     let body = reqwest::get(format!("http://{address}/metrics"))
         .await
         .unwrap()
@@ -287,22 +281,35 @@ async fn demo_serves_and_stops_gracefully_on_sigterm() {
         8,
         "5 + 3 demo products"
     );
+    stops_cleanly_on(child, "TERM").await;
+}
+
+/// Sends `signal` (`TERM`, `INT`, `HUP`) to the exporter process.
+fn send_signal(child: &tokio::process::Child, signal: &str) {
     let pid = child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill")
-        .args(["-TERM", &pid])
+        .args([&format!("-{signal}"), &pid])
         .status()
         .unwrap()
         .success());
+}
+
+/// Sends `signal` and expects a clean exit (not death by the signal) within 30 s.
+async fn stops_cleanly_on(mut child: tokio::process::Child, signal: &str) {
+    send_signal(&child, signal);
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
-        .expect("exits after SIGTERM")
+        .unwrap_or_else(|_| panic!("exits after SIG{signal}"))
         .unwrap();
-    assert!(status.success(), "{status}");
+    assert!(
+        status.success(),
+        "a clean exit, not death by SIG{signal}: {status}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_gracefully_too() {
-    let (mut child, address) = start_demo_exporter(&[]).await;
+    let (child, address) = start_demo_exporter(&[]).await;
     assert_eq!(
         reqwest::get(format!("http://{address}/-/healthy"))
             .await
@@ -310,20 +317,7 @@ async fn ctrl_c_stops_gracefully_too() {
             .status(),
         200
     );
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("exits after SIGINT")
-        .unwrap();
-    assert!(
-        status.success(),
-        "a clean exit, not death by signal: {status}"
-    );
+    stops_cleanly_on(child, "INT").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -395,15 +389,10 @@ async fn reload_keeps_other_tenants(how: Reload) {
 
     // A broken file is refused and changes nothing.
     std::fs::write(&config, "tenants: [").unwrap();
-    let pid = child.id().unwrap().to_string();
     let reload = || async {
         match how {
             Reload::Sighup => {
-                assert!(std::process::Command::new("kill")
-                    .args(["-HUP", &pid])
-                    .status()
-                    .unwrap()
-                    .success());
+                send_signal(&child, "HUP");
                 None
             }
             Reload::Post => {
