@@ -100,18 +100,7 @@ impl FakeCloud {
 /// The host name of a request (from the URI for HTTP/2, the Host header for HTTP/1.1), without
 /// port.
 pub(crate) fn request_host<B>(req: &hyper::Request<B>) -> String {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(hyper::header::HOST)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
-    authority_host_only(&authority)
+    authority_host_only(&request_authority(req))
 }
 
 /// The authority of a request (host and port as sent).
