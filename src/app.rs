@@ -122,14 +122,6 @@ pub async fn serve(
                 config.listen_address
             )
         })?;
-    let address = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(
-        version = crate::metrics::VERSION,
-        address = %address,
-        telemetry_path = %config.telemetry_path,
-        tenants = setup.exporter.tenants().len(),
-        "Listening"
-    );
     let resolve: Arc<dyn Fn() -> Result<Config, String> + Send + Sync> = Arc::new(resolve);
     let reloader: Reloader = {
         let exporter = Arc::clone(&setup.exporter);
@@ -138,17 +130,16 @@ pub async fn serve(
         Arc::new(move || reload(&exporter, demo, resolve.as_ref()))
     };
     #[cfg(unix)]
-    let hangups = {
-        let reloader = Arc::clone(&reloader);
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
-        tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
-                tracing::info!("Received SIGHUP");
-                let _ = reloader();
-            }
-        })
-    };
+    let hangups = reload_on_sighup(Arc::clone(&reloader))?;
+    // Last, once every signal handler is installed: tests and operators act on this line.
+    let address = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(
+        version = crate::metrics::VERSION,
+        address = %address,
+        telemetry_path = %config.telemetry_path,
+        tenants = setup.exporter.tenants().len(),
+        "Listening"
+    );
     let options = ServerOptions {
         telemetry_path: config.telemetry_path.clone(),
         default_scrape_timeout: config.scrape_timeout,
@@ -220,30 +211,50 @@ pub async fn healthcheck(flags: &crate::config::Flags) -> Result<(), AppError> {
     }
 }
 
-/// Waits for SIGTERM or Ctrl-C (SIGINT).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "Cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+/// Installs the SIGHUP handler now and spawns the task that calls `reloader` on each SIGHUP.
+/// Must be called inside the runtime, before the "Listening" line (SIGHUP's default action ends
+/// the process).
+#[cfg(unix)]
+pub fn reload_on_sighup(reloader: Reloader) -> Result<tokio::task::JoinHandle<()>, AppError> {
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
+    Ok(tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("Received SIGHUP");
+            let _ = reloader();
         }
-    };
+    }))
+}
+
+/// Installs the SIGTERM and Ctrl-C (SIGINT) handlers now and returns a future that completes on
+/// the first of them. Must be called inside the runtime, before the "Listening" line: a handler
+/// installed only when the future is first polled would leave a window after that line in which
+/// the signal's default action kills the process instead of stopping it cleanly.
+pub fn shutdown_signal() -> Result<impl Future<Output = ()>, AppError> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| format!("cannot listen for SIGTERM: {e}"))?;
+        let mut interrupt = signal(SignalKind::interrupt())
+            .map_err(|e| format!("cannot listen for Ctrl-C: {e}"))?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => tracing::info!("Received Ctrl-C"),
+                _ = term.recv() => tracing::info!("Received SIGTERM"),
             }
-            Err(error) => {
-                tracing::error!(%error, "Cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Received Ctrl-C"),
-        () = term => tracing::info!("Received SIGTERM"),
+    {
+        Ok(async {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => tracing::info!("Received Ctrl-C"),
+                Err(error) => {
+                    tracing::error!(%error, "Cannot listen for Ctrl-C");
+                    std::future::pending::<()>().await
+                }
+            }
+        })
     }
 }

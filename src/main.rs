@@ -30,7 +30,11 @@ fn main() -> ExitCode {
             let resolve = move || {
                 Config::resolve(&flags, &|key| std::env::var(key).ok()).map_err(|e| e.to_string())
             };
-            run(true, app::serve(config, resolve, app::shutdown_signal()))
+            run(true, async {
+                // Before anything else, so no signal arrives between "Listening" and its handler.
+                let shutdown = app::shutdown_signal()?;
+                app::serve(config, resolve, shutdown).await
+            })
         }
     }
 }
