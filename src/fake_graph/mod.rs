@@ -34,6 +34,7 @@
 //! [`FakeGraph::stats`]. [`FakeGraphOptions::demo`] gives the `--demo` setup: two tenants
 //! ([`DEMO_TENANTS`]) whose numbers drift slowly with wall-clock time ([`demo_products`]).
 
+mod clock;
 mod demo;
 pub mod identity;
 pub mod msi;
@@ -52,6 +53,7 @@ use chrono::NaiveDate;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+pub use clock::FrozenClock;
 pub use demo::{demo_products, DEMO_PRODUCT_TYPES, DEMO_SEEDS, DEMO_TENANTS};
 pub use identity::{AssertionSeen, FakeCloud, FakeFederatedCredential, TOKEN_EXCHANGE_AUDIENCE};
 pub use msi::{FakeManagedIdentity, FakeMsiStats};

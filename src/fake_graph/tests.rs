@@ -439,6 +439,7 @@ async fn authorization_reaching_the_download_host_is_recorded() {
 
 #[tokio::test(start_paused = true)]
 async fn expired_link_gives_403_blob_xml() {
+    let _clock = FrozenClock::new();
     let (fake, client) = start(options()).await;
     let token = get_token(&fake, &client).await;
     let loc = location(&report(&fake, &client, &token, REPORT_PATH).await);
@@ -455,6 +456,7 @@ async fn expired_link_gives_403_blob_xml() {
 
 #[tokio::test(start_paused = true)]
 async fn throttle_answers_429_then_recovers() {
+    let _clock = FrozenClock::new();
     let opts = FakeGraphOptions {
         throttle_limit: 3,
         throttle_window: Duration::from_secs(600),
@@ -661,6 +663,7 @@ async fn graph_refuses_bad_tokens_and_permissions() {
 
 #[tokio::test(start_paused = true)]
 async fn tokens_expire_with_tokio_time() {
+    let _clock = FrozenClock::new();
     let (fake, client) = start(options()).await;
     let token = get_token(&fake, &client).await;
     tokio::time::advance(Duration::from_secs(3598)).await;
@@ -753,7 +756,9 @@ async fn download_delay_sends_headers_before_the_body() {
     let (fake, client) = start(options()).await;
     let token = get_token(&fake, &client).await;
     let loc = location(&report(&fake, &client, &token, REPORT_PATH).await);
-    let delay = Duration::from_millis(600);
+    // A first download opens the connection, so the timed one measures only the delay.
+    assert_eq!(client.get(&loc).send().await.unwrap().status(), 200);
+    let delay = Duration::from_secs(2);
     fake.set_download_delay(TENANT, delay);
     let started = std::time::Instant::now();
     let resp = client.get(&loc).send().await.unwrap();

@@ -16,6 +16,7 @@ use office365_activations_exporter::config::TenantConfig;
 use office365_activations_exporter::credentials::client_secret::SecretSource;
 use office365_activations_exporter::credentials::{CredentialConfig, Secret};
 use office365_activations_exporter::exporter::Exporter;
+pub use office365_activations_exporter::fake_graph::FrozenClock;
 use office365_activations_exporter::fake_graph::{
     FakeGraph, FakeGraphOptions, FakeProduct, FakeTenant, ReportData,
 };
@@ -52,26 +53,6 @@ pub fn default_products() -> Vec<FakeProduct> {
         product("MICROSOFT 365 APPS FOR ENTERPRISE", 2679, 1710, 1024),
         product("PROJECT ONLINE DESKTOP CLIENT", 120, 88, 0),
     ]
-}
-
-/// While alive, tokio's paused clock does not auto-advance: a running `spawn_blocking` task
-/// inhibits it (tokio's test-util contract), so only `tokio::time::advance` moves time.
-pub struct FrozenClock(Option<std::sync::mpsc::Sender<()>>);
-
-impl FrozenClock {
-    pub fn new() -> FrozenClock {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        tokio::task::spawn_blocking(move || {
-            let _ = rx.recv();
-        });
-        FrozenClock(Some(tx))
-    }
-}
-
-impl Drop for FrozenClock {
-    fn drop(&mut self) {
-        self.0.take();
-    }
 }
 
 /// Changes the tenants' configuration once the fake runs (it may call the fake's knobs too).
@@ -256,21 +237,29 @@ impl Harness {
     }
 }
 
-/// Yields to the runtime until `condition` holds (bounded by a count, not by time).
+/// Yields to the runtime until `condition` holds. The bound is wall-clock time (the tokio clock
+/// is frozen) and generous, so a loaded machine only makes it slower; it turns a hang into a
+/// failure that says what was awaited.
 pub async fn until(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..200_000 {
-        if condition() {
-            return;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for: {what}"
+        );
         tokio::task::yield_now().await;
     }
-    panic!("gave up waiting for: {what}");
 }
 
-/// Gives the runtime plenty of turns to finish whatever I/O is in flight on loopback.
+/// Gives the runtime plenty of turns, and real time, to finish whatever I/O is in flight on
+/// loopback: used before asserting that something did *not* happen yet, so a slow machine can
+/// only make such an assertion weaker, never wrong. At least 2,000 turns and 50 ms.
 pub async fn settle() {
-    for _ in 0..2_000 {
+    let started = std::time::Instant::now();
+    let mut turns = 0;
+    while turns < 2_000 || started.elapsed() < Duration::from_millis(50) {
         tokio::task::yield_now().await;
+        turns += 1;
     }
 }
 
