@@ -2,9 +2,10 @@
 //! my deadline", then serve the body from [`crate::exposition`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
@@ -13,10 +14,34 @@ use crate::exposition::{Exposition, Snapshot};
 use crate::metrics::Metrics;
 use crate::tenant::{Freshness, Shared, Tenant};
 
+/// The tenants, in configuration order, with the earliest time one of them can be due; a reload
+/// replaces the whole set, so a due time computed from the old set can never hold back the new
+/// one (a scrape still working on the old set stores into the set being dropped).
+pub struct TenantSet {
+    /// The tenants.
+    tenants: Vec<Arc<Tenant>>,
+    /// No tenant of this set can need a refresh before this instant (nanoseconds after the
+    /// exporter's `epoch`), so a scrape before it skips the per-tenant checks: with a thousand
+    /// tenants those cost more than serving the cached body. Only ever early, never late: a
+    /// tenant's due time only moves forward, and a running refresh keeps it at "now".
+    next_due: AtomicU64,
+}
+
+impl std::ops::Deref for TenantSet {
+    type Target = [Arc<Tenant>];
+
+    fn deref(&self) -> &[Arc<Tenant>] {
+        &self.tenants
+    }
+}
+
 /// Every tenant, with the exporter's metrics.
 pub struct Exporter {
-    /// The tenants, in configuration order; replaced whole by a reload.
-    tenants: RwLock<Arc<Vec<Arc<Tenant>>>>,
+    /// The tenants; replaced whole by a reload.
+    tenants: ArcSwap<TenantSet>,
+    /// Serializes reloads (SIGHUP and POST /-/reload may arrive together on two threads), so one
+    /// reload's new tenants are never dropped by another built from the same old set.
+    reloading: Mutex<()>,
     /// Self-metrics and HELP texts.
     metrics: Arc<Metrics>,
     /// What every tenant shares: the outbound client, the refresh slots, the generation.
@@ -25,13 +50,8 @@ pub struct Exporter {
     max_report_size: u64,
     /// The body as served, rebuilt only when the generation moves.
     exposition: Exposition,
-    /// The origin of `next_due`.
+    /// The origin of [`TenantSet::next_due`].
     epoch: Instant,
-    /// No tenant can need a refresh before this instant (nanoseconds after `epoch`), so a
-    /// scrape before it skips the per-tenant checks: with a thousand tenants those cost more than
-    /// serving the cached body. Only ever early, never late: a tenant's due time only moves
-    /// forward, a running refresh keeps it at "now", and a reload resets it.
-    next_due: AtomicU64,
 }
 
 fn ttl_text(configs: &[TenantConfig]) -> String {
@@ -40,6 +60,15 @@ fn ttl_text(configs: &[TenantConfig]) -> String {
             humantime::format_duration(first.cache_ttl).to_string()
         }
         _ => "the tenant's cache_ttl".to_owned(),
+    }
+}
+
+impl TenantSet {
+    fn new(tenants: Vec<Arc<Tenant>>) -> TenantSet {
+        TenantSet {
+            tenants,
+            next_due: AtomicU64::new(0),
+        }
     }
 }
 
@@ -76,13 +105,13 @@ impl Exporter {
             .map(|config| Self::build_tenant(config, &shared, &metrics, max_report_size))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Exporter {
-            tenants: RwLock::new(Arc::new(tenants)),
+            tenants: ArcSwap::from_pointee(TenantSet::new(tenants)),
+            reloading: Mutex::new(()),
             metrics,
             shared,
             max_report_size,
             exposition: Exposition::default(),
             epoch: Instant::now(),
-            next_due: AtomicU64::new(0),
         })
     }
 
@@ -103,14 +132,15 @@ impl Exporter {
     }
 
     /// The tenants.
-    pub fn tenants(&self) -> Arc<Vec<Arc<Tenant>>> {
-        Arc::clone(&self.tenants.read().unwrap_or_else(|e| e.into_inner()))
+    pub fn tenants(&self) -> Arc<TenantSet> {
+        self.tenants.load_full()
     }
 
     /// Replaces the tenant list: unchanged tenants keep their cache and state, changed ones
     /// start afresh, removed ones disappear from /metrics. All or nothing: on an error nothing
     /// changes.
     pub fn reload(&self, configs: &[TenantConfig]) -> Result<ReloadSummary, String> {
+        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.tenants();
         let mut summary = ReloadSummary::default();
         let mut next = Vec::with_capacity(configs.len());
@@ -142,8 +172,7 @@ impl Exporter {
                 self.metrics.remove_tenant(tenant.name());
             }
         }
-        *self.tenants.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
-        self.next_due.store(0, Ordering::Release);
+        self.tenants.store(Arc::new(TenantSet::new(next)));
         self.shared.generation.fetch_add(1, Ordering::Release);
         Ok(summary)
     }
@@ -152,7 +181,8 @@ impl Exporter {
     /// must look at the tenants ([`Exporter::scrape`]). One clock read serves the whole path.
     pub fn cached(&self) -> Option<Arc<Snapshot>> {
         let now = Instant::now();
-        (self.nanos(now) < self.next_due.load(Ordering::Acquire)).then(|| self.snapshot_at(now))
+        let next_due = self.tenants.load().next_due.load(Ordering::Acquire);
+        (self.nanos(now) < next_due).then(|| self.snapshot_at(now))
     }
 
     /// Refreshes the tenants whose reports are stale, waiting for them at most `budget`, then
@@ -165,7 +195,8 @@ impl Exporter {
         let now_nanos = self.nanos(now);
         let mut running = Vec::new();
         let mut next_due = u64::MAX;
-        for tenant in self.tenants().iter() {
+        let tenants = self.tenants();
+        for tenant in tenants.iter() {
             match tenant.ensure_fresh(now) {
                 Freshness::Refreshing(refresh) => {
                     running.push(refresh);
@@ -174,7 +205,7 @@ impl Exporter {
                 Freshness::Until(due) => next_due = next_due.min(self.nanos(due)),
             }
         }
-        self.next_due.store(next_due, Ordering::Release);
+        tenants.next_due.store(next_due, Ordering::Release);
         if running.is_empty() {
             return self.snapshot_at(now);
         }
@@ -220,5 +251,43 @@ impl Exporter {
     /// Every tenant has loaded a report at least once.
     pub fn ready(&self) -> bool {
         self.tenants().iter().all(|t| t.cached().is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::client_secret::SecretSource;
+    use crate::credentials::{CredentialConfig, Secret};
+
+    fn config(name: &str) -> TenantConfig {
+        let graph = reqwest::Url::parse("https://graph.invalid").unwrap();
+        TenantConfig {
+            name: name.to_owned(),
+            tenant_id: "00000000-0000-4000-8000-000000000000".to_owned(),
+            client_id: "00000000-0000-4000-8000-000000000001".to_owned(),
+            credential: CredentialConfig::ClientSecret(SecretSource::Value(Secret::new("s"))),
+            authority_host: reqwest::Url::parse("https://login.invalid").unwrap(),
+            scope: "https://graph.invalid/.default".to_owned(),
+            graph_endpoint: graph,
+            api_version: "v1.0".to_owned(),
+            report_format: Default::default(),
+            cache_ttl: Duration::from_secs(3600),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_due_time_from_before_a_reload_does_not_hold_back_the_reloaded_tenants() {
+        let exporter = Exporter::new(&[config("a")], reqwest::Client::new(), 1 << 20, 1).unwrap();
+        let before = exporter.tenants();
+        exporter.reload(&[config("a"), config("b")]).unwrap();
+        // A scrape that read the tenants before the reload stores its due time only now: an hour
+        // ahead, from tenant "a" alone.
+        let late = exporter.nanos(Instant::now() + Duration::from_secs(3600));
+        before.next_due.store(late, Ordering::Release);
+        assert!(
+            exporter.cached().is_none(),
+            "tenant b, added by the reload, is due now: a scrape must look at it"
+        );
     }
 }
