@@ -200,10 +200,18 @@ impl Metrics {
         }
     }
 
-    /// The handles of one tenant's self-metrics; `up` and `refreshes_total` start at 0.
+    /// The handles of one tenant's self-metrics; `up`, `refreshes_total` and the throttled
+    /// `fetch_errors_total` series start at 0.
     pub fn tenant(&self, name: &str) -> TenantMetrics {
         let up = self.up.with_label_values(&[name]);
         up.set(0.0);
+        // Office365ExporterThrottled takes increase() of these: a series born at 1 on the first
+        // 429 would hide that 429 from it. Only the stages that can be throttled; every other
+        // stage and reason pair (~25 per tenant) appears at its first error.
+        for stage in [Stage::Token, Stage::Report, Stage::Download] {
+            self.fetch_errors
+                .with_label_values(&[name, stage.as_str(), "throttled"]);
+        }
         TenantMetrics {
             name: name.to_owned(),
             up,

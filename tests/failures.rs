@@ -352,6 +352,46 @@ async fn malformed_reports_keep_the_last_report() {
     .await;
 }
 
+/// Office365ExporterThrottled takes increase() of the throttled series: a series born at 1 with
+/// the first 429 would hide that 429, so they are exported at 0 from the start.
+#[tokio::test(start_paused = true)]
+async fn throttled_errors_are_exported_at_zero_before_the_first_429() {
+    let h = Harness::with(Options {
+        ttl: TTL_1M,
+        ..Options::default()
+    })
+    .await;
+    let throttled = |m: &Metrics, stage: &str| {
+        m.get(
+            "office365_activations_fetch_errors_total",
+            &[
+                ("tenant", "contoso"),
+                ("stage", stage),
+                ("reason", "throttled"),
+            ],
+        )
+    };
+    let m = h.scrape().await;
+    assert_eq!(m.up("contoso"), Some(1.0));
+    for stage in ["token", "report", "download"] {
+        assert_eq!(throttled(&m, stage), Some(0.0), "{stage}\n{}", m.text);
+    }
+    assert_eq!(
+        m.series("office365_activations_fetch_errors_total").len(),
+        3,
+        "only the throttled series are there before any error\n{}",
+        m.text
+    );
+    h.fake.push_report_response(
+        &tenant_id(0),
+        Canned::graph_error(429, "TooManyRequests", "Please retry again later."),
+    );
+    advance(TTL_1M).await;
+    let m = h.scrape().await;
+    assert_eq!(throttled(&m, "report"), Some(1.0), "{}", m.text);
+    h.stop().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured_even_when_scrapes_keep_coming() {
     let h = Harness::with(Options {
