@@ -1,5 +1,6 @@
 //! Corporate networks: every outbound request through an HTTP proxy with authentication, the
-//! download URL included, proved by counting the proxy's CONNECTs per host.
+//! download URL included, proved by counting the proxy's CONNECTs per host; and an https:// proxy
+//! (TLS to the proxy itself), trusted through the same CA file as Graph.
 //!
 //! The proxy is a small CONNECT proxy written here rather than Debian's tinyproxy or squid: it
 //! runs inside the test's runtime (so it works on paused time, without a process to install,
@@ -15,16 +16,22 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use common::*;
+use office365_activations_exporter::fake_graph::{FakeGraph, FakeGraphOptions};
 use reqwest::Url;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 
 const PROXY_USER: &str = "exporter";
 const PROXY_PASSWORD: &str = "p@ss:word";
 
-/// A CONNECT proxy on loopback that requires Basic authentication and counts tunnels per target.
+/// A CONNECT proxy on loopback that requires Basic authentication and counts tunnels per target;
+/// with a TLS slot, an https:// proxy.
 struct ConnectProxy {
     address: SocketAddr,
+    /// For an https:// proxy: the certificate it presents, set once known (a test's fake Graph
+    /// starts after the proxy's address is needed); connections before then are dropped.
+    tls: Option<Arc<std::sync::OnceLock<TlsAcceptor>>>,
     /// `host:port` → CONNECTs accepted.
     connects: Arc<Mutex<BTreeMap<String, u64>>>,
     /// CONNECTs refused with 407.
@@ -34,6 +41,23 @@ struct ConnectProxy {
 
 impl ConnectProxy {
     async fn start() -> ConnectProxy {
+        ConnectProxy::start_with(None).await
+    }
+
+    /// An https:// proxy; [`ConnectProxy::present`] gives it its certificate.
+    async fn start_https() -> ConnectProxy {
+        ConnectProxy::start_with(Some(Arc::default())).await
+    }
+
+    /// The certificate of an https:// proxy (`tls`'s), speaking HTTP/1.1 (CONNECT) inside TLS.
+    fn present(&self, tls: Arc<rustls::ServerConfig>) {
+        let mut config = (*tls).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let slot = self.tls.as_ref().expect("an https proxy");
+        assert!(slot.set(TlsAcceptor::from(Arc::new(config))).is_ok());
+    }
+
+    async fn start_with(tls: Option<Arc<std::sync::OnceLock<TlsAcceptor>>>) -> ConnectProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let connects = Arc::new(Mutex::new(BTreeMap::new()));
@@ -44,22 +68,39 @@ impl ConnectProxy {
                 .encode(format!("{PROXY_USER}:{PROXY_PASSWORD}"))
         );
         let task = tokio::spawn({
-            let (connects, refused) = (connects.clone(), refused.clone());
+            let (connects, refused, tls) = (connects.clone(), refused.clone(), tls.clone());
             async move {
                 loop {
                     let Ok((client, _)) = listener.accept().await else {
                         return;
                     };
-                    let (connects, refused, expected) =
-                        (connects.clone(), refused.clone(), expected.clone());
+                    let (connects, refused, expected, tls) = (
+                        connects.clone(),
+                        refused.clone(),
+                        expected.clone(),
+                        tls.clone(),
+                    );
                     tokio::spawn(async move {
-                        let _ = tunnel(client, &expected, &connects, &refused).await;
+                        let _ = match tls {
+                            None => tunnel(client, &expected, &connects, &refused).await,
+                            Some(slot) => match slot.get().map(|tls| tls.accept(client)) {
+                                Some(accepting) => match accepting.await {
+                                    Ok(client) => {
+                                        tunnel(client, &expected, &connects, &refused).await
+                                    }
+                                    // The client refused the certificate: nothing tunnelled.
+                                    Err(_) => Ok(()),
+                                },
+                                None => Ok(()),
+                            },
+                        };
                     });
                 }
             }
         });
         ConnectProxy {
             address,
+            tls,
             connects,
             refused,
             task,
@@ -67,7 +108,8 @@ impl ConnectProxy {
     }
 
     fn url(&self, password: &str) -> Url {
-        let mut url = Url::parse(&format!("http://{}", self.address)).unwrap();
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut url = Url::parse(&format!("{scheme}://{}", self.address)).unwrap();
         url.set_username(PROXY_USER).unwrap();
         url.set_password(Some(password)).unwrap();
         url
@@ -86,7 +128,7 @@ impl Drop for ConnectProxy {
 
 /// Serves one client connection: reads the CONNECT head, checks the credentials, opens the tunnel.
 async fn tunnel(
-    mut client: TcpStream,
+    mut client: impl AsyncRead + AsyncWrite + Unpin,
     expected: &str,
     connects: &Mutex<BTreeMap<String, u64>>,
     refused: &Mutex<u64>,
@@ -185,6 +227,59 @@ async fn a_wrong_proxy_password_fails_the_token_stage_as_network() {
         !error.contains("wrong"),
         "the proxy password leaked: {error}"
     );
+    h.stop().await;
+}
+
+/// TLS to the proxy itself (`https://` proxy URL), verified against the same roots as Graph
+/// (`--tls.ca-file`): every host is still tunnelled, and a proxy certificate from another CA is
+/// refused rather than trusted.
+#[tokio::test(start_paused = true)]
+async fn an_https_proxy_is_reached_over_verified_tls() {
+    // Trusted: the proxy presents a certificate of the harness's fake's CA (the CA file).
+    let proxy = Arc::new(ConnectProxy::start_https().await);
+    let h = Harness::with(Options {
+        proxy: Some(proxy.url(PROXY_PASSWORD)),
+        configure: Some(Box::new({
+            let proxy = Arc::clone(&proxy);
+            move |fake, _| proxy.present(fake.server_tls_config())
+        })),
+        ..Options::default()
+    })
+    .await;
+    let m = h.scrape().await;
+    assert_eq!(m.up("contoso"), Some(1.0), "{}", last_error(&h, 0));
+    let connects = proxy.connects();
+    for host in [
+        authority(&h.fake.authority_host()),
+        authority(&h.fake.graph_endpoint()),
+        authority(&h.fake.download_origin()),
+    ] {
+        assert!(
+            connects.get(&host).copied().unwrap_or(0) >= 1,
+            "{host} not tunnelled: {connects:?}"
+        );
+    }
+    h.stop().await;
+
+    // Untrusted: a certificate of another CA (another fake's) is refused, nothing is tunnelled.
+    let other = FakeGraph::start(FakeGraphOptions::default()).await.unwrap();
+    let untrusted = ConnectProxy::start_https().await;
+    untrusted.present(other.server_tls_config());
+    let h = Harness::with(Options {
+        proxy: Some(untrusted.url(PROXY_PASSWORD)),
+        ..Options::default()
+    })
+    .await;
+    let m = h.scrape().await;
+    assert_eq!(m.up("contoso"), Some(0.0));
+    assert_eq!(m.errors("contoso", "token", "network"), 1.0);
+    assert!(
+        untrusted.connects().is_empty(),
+        "{:?}",
+        untrusted.connects()
+    );
+    let error = last_error(&h, 0);
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
     h.stop().await;
 }
 

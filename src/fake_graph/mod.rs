@@ -275,6 +275,8 @@ pub struct FakeGraph {
     shared: Arc<Shared>,
     /// PEM of the CA that signed the servers' certificate.
     ca_pem: String,
+    /// The servers' TLS configuration, lent to test servers that clients trust like the fake.
+    server_tls: Arc<rustls::ServerConfig>,
     /// Accept loops of the listeners; aborting one also aborts its connections.
     tasks: Vec<JoinHandle<()>>,
     /// Where the login and Graph hosts listen.
@@ -358,7 +360,7 @@ impl FakeGraph {
             issuer,
         });
 
-        let acceptor = TlsAcceptor::from(tls.server_config);
+        let acceptor = TlsAcceptor::from(Arc::clone(&tls.server_config));
         let mut tasks = vec![
             tokio::spawn(server::serve(
                 login,
@@ -406,6 +408,7 @@ impl FakeGraph {
         Ok(FakeGraph {
             shared,
             ca_pem: tls.ca_pem,
+            server_tls: tls.server_config,
             tasks,
             addresses,
         })
@@ -433,6 +436,13 @@ impl FakeGraph {
     /// a client must add it as a trusted root to talk to the fake.
     pub fn ca_pem(&self) -> String {
         self.ca_pem.clone()
+    }
+
+    /// The TLS configuration of the fake's servers (a certificate for `127.0.0.1`, `::1` and
+    /// `localhost` signed by [`FakeGraph::ca_pem`]), for a test server that a client trusting
+    /// that CA must accept too: an https:// proxy, say.
+    pub fn server_tls_config(&self) -> Arc<rustls::ServerConfig> {
+        Arc::clone(&self.server_tls)
     }
 
     /// Locks the shared state (a poisoned lock is still usable: the state stays consistent).
