@@ -92,7 +92,7 @@ fn reload(
     if demo {
         return Err("the demo's tenants are fixed; nothing to reload".into());
     }
-    let result = resolve().and_then(|config| exporter.reload(&config.tenants));
+    let result = exporter.reload_from(|| resolve().map(|config| config.tenants));
     match &result {
         Ok(summary) => tracing::info!(
             added = ?summary.added,

@@ -138,13 +138,23 @@ impl Exporter {
 
     /// Replaces the tenant list: unchanged tenants keep their cache and state, changed ones
     /// start afresh, removed ones disappear from /metrics. All or nothing: on an error nothing
-    /// changes.
+    /// changes, and the tenants it was adding leave no series behind.
     pub fn reload(&self, configs: &[TenantConfig]) -> Result<ReloadSummary, String> {
+        self.reload_from(|| Ok(configs.to_vec()))
+    }
+
+    /// [`Exporter::reload`] with the tenants `read` returns, read under the reload lock: two
+    /// reloads at once (SIGHUP and POST /-/reload) apply in the order they read the file.
+    pub fn reload_from(
+        &self,
+        read: impl FnOnce() -> Result<Vec<TenantConfig>, String>,
+    ) -> Result<ReloadSummary, String> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
+        let configs = read()?;
         let current = self.tenants();
         let mut summary = ReloadSummary::default();
         let mut next = Vec::with_capacity(configs.len());
-        for config in configs {
+        for config in &configs {
             match current.iter().find(|t| t.name() == config.name) {
                 Some(tenant) if tenant.config() == config => {
                     summary.kept += 1;
@@ -157,12 +167,22 @@ impl Exporter {
                         &mut summary.added
                     };
                     list.push(config.name.clone());
-                    next.push(Self::build_tenant(
+                    let built = Self::build_tenant(
                         config,
                         &self.shared,
                         &self.metrics,
                         self.max_report_size,
-                    )?);
+                    );
+                    match built {
+                        Ok(tenant) => next.push(tenant),
+                        Err(error) => {
+                            // Their series were created with their metric handles.
+                            for name in &summary.added {
+                                self.metrics.remove_tenant(name);
+                            }
+                            return Err(error);
+                        }
+                    }
                 }
             }
         }

@@ -200,11 +200,12 @@ impl Metrics {
         }
     }
 
-    /// The handles of one tenant's self-metrics; `up`, `refreshes_total` and the throttled
-    /// `fetch_errors_total` series start at 0.
+    /// The handles of one tenant's self-metrics; a new tenant's `up`, `refreshes_total` and
+    /// throttled `fetch_errors_total` series start at 0. A tenant changed by a reload keeps its
+    /// series (and `up`) until its first refresh, which the next scrape starts; creating the
+    /// handles changes no value, so a reload that fails later changes nothing.
     pub fn tenant(&self, name: &str) -> TenantMetrics {
         let up = self.up.with_label_values(&[name]);
-        up.set(0.0);
         // Office365ExporterThrottled takes increase() of these: a series born at 1 on the first
         // 429 would hide that 429 from it. Only the stages that can be throttled; every other
         // stage and reason pair (~25 per tenant) appears at its first error.

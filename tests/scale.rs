@@ -168,12 +168,28 @@ async fn a_failed_reload_changes_nothing() {
     })
     .await;
     h.scrape().await;
-    let mut broken = h.exporter.tenants()[0].config().clone();
+    let contoso = h.exporter.tenants()[0].config().clone();
+    let mut changed = contoso.clone();
+    changed.cache_ttl = Duration::from_secs(7200);
+    let mut added = contoso.clone();
+    added.name = "newbie".into();
+    let mut broken = contoso.clone();
     broken.name = "broken".into();
     broken.authority_host = reqwest::Url::parse("mailto:nobody@example.com").unwrap();
-    assert!(h.exporter.reload(&[broken]).is_err());
+    // Changing contoso and adding newbie are built before broken fails.
+    assert!(h.exporter.reload(&[changed, added, broken]).is_err());
+    // A reload that changes nothing re-renders /metrics (a new generation) without a refresh.
+    let summary = h.exporter.reload(std::slice::from_ref(&contoso)).unwrap();
+    assert_eq!(summary.kept, 1);
     let m = h.scrape().await;
-    assert_eq!(m.up("contoso"), Some(1.0));
+    assert_eq!(m.up("contoso"), Some(1.0), "{}", m.text);
     assert_eq!(h.exporter.tenants().len(), 1);
+    for name in ["newbie", "broken"] {
+        assert!(
+            !m.text.contains(&format!("tenant=\"{name}\"")),
+            "the failed reload left series of {name}:\n{}",
+            m.text
+        );
+    }
     h.stop().await;
 }
