@@ -181,21 +181,15 @@ fn authority(url: &str) -> String {
     url.trim_start_matches("https://").to_owned()
 }
 
-#[tokio::test(start_paused = true)]
-async fn every_request_goes_through_the_authenticating_proxy() {
-    let proxy = ConnectProxy::start().await;
-    let h = Harness::with(Options {
-        proxy: Some(proxy.url(PROXY_PASSWORD)),
-        ..Options::default()
-    })
-    .await;
+/// Scrapes `h` (the tenant must be served) and expects exactly the three hosts tunnelled through
+/// `proxy`: Entra ID, Graph and the pre-authenticated download URL on its own host.
+async fn assert_scrape_tunnels_every_host(h: &Harness, proxy: &ConnectProxy) {
     let m = h.scrape().await;
-    assert_eq!(m.up("contoso"), Some(1.0), "{}", last_error(&h, 0));
+    assert_eq!(m.up("contoso"), Some(1.0), "{}", last_error(h, 0));
     let connects = proxy.connects();
     for host in [
         authority(&h.fake.authority_host()),
         authority(&h.fake.graph_endpoint()),
-        // The pre-authenticated download URL, on another host, goes through the proxy too.
         authority(&h.fake.download_origin()),
     ] {
         assert!(
@@ -204,6 +198,17 @@ async fn every_request_goes_through_the_authenticating_proxy() {
         );
     }
     assert_eq!(connects.len(), 3, "{connects:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_request_goes_through_the_authenticating_proxy() {
+    let proxy = ConnectProxy::start().await;
+    let h = Harness::with(Options {
+        proxy: Some(proxy.url(PROXY_PASSWORD)),
+        ..Options::default()
+    })
+    .await;
+    assert_scrape_tunnels_every_host(&h, &proxy).await;
     assert_eq!(*proxy.refused.lock().unwrap(), 0);
     assert!(h.stats(0).download_authorization_headers.is_empty());
     h.stop().await;
@@ -246,19 +251,7 @@ async fn an_https_proxy_is_reached_over_verified_tls() {
         ..Options::default()
     })
     .await;
-    let m = h.scrape().await;
-    assert_eq!(m.up("contoso"), Some(1.0), "{}", last_error(&h, 0));
-    let connects = proxy.connects();
-    for host in [
-        authority(&h.fake.authority_host()),
-        authority(&h.fake.graph_endpoint()),
-        authority(&h.fake.download_origin()),
-    ] {
-        assert!(
-            connects.get(&host).copied().unwrap_or(0) >= 1,
-            "{host} not tunnelled: {connects:?}"
-        );
-    }
+    assert_scrape_tunnels_every_host(&h, &proxy).await;
     h.stop().await;
 
     // Untrusted: a certificate of another CA (another fake's) is refused, nothing is tunnelled.
