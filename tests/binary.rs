@@ -284,19 +284,9 @@ async fn demo_serves_and_stops_gracefully_on_sigterm() {
     stops_cleanly_on(child, "TERM").await;
 }
 
-/// Sends `signal` (`TERM`, `INT`, `HUP`) to the exporter process.
-fn send_signal(child: &tokio::process::Child, signal: &str) {
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid])
-        .status()
-        .unwrap()
-        .success());
-}
-
 /// Sends `signal` and expects a clean exit (not death by the signal) within 30 s.
 async fn stops_cleanly_on(mut child: tokio::process::Child, signal: &str) {
-    send_signal(&child, signal);
+    send_signal(child.id().unwrap(), signal);
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
         .unwrap_or_else(|_| panic!("exits after SIG{signal}"))
@@ -392,7 +382,7 @@ async fn reload_keeps_other_tenants(how: Reload) {
     let reload = || async {
         match how {
             Reload::Sighup => {
-                send_signal(&child, "HUP");
+                send_signal(child.id().unwrap(), "HUP");
                 None
             }
             Reload::Post => {

@@ -361,16 +361,7 @@ async fn throttled_errors_are_exported_at_zero_before_the_first_429() {
         ..Options::default()
     })
     .await;
-    let throttled = |m: &Metrics, stage: &str| {
-        m.get(
-            "office365_activations_fetch_errors_total",
-            &[
-                ("tenant", "contoso"),
-                ("stage", stage),
-                ("reason", "throttled"),
-            ],
-        )
-    };
+    let throttled = |m: &Metrics, stage: &str| m.error_series("contoso", stage, "throttled");
     let m = h.scrape().await;
     assert_eq!(m.up("contoso"), Some(1.0));
     for stage in ["token", "report", "download"] {

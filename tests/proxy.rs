@@ -81,19 +81,16 @@ impl ConnectProxy {
                         tls.clone(),
                     );
                     tokio::spawn(async move {
-                        let _ = match tls {
-                            None => tunnel(client, &expected, &connects, &refused).await,
-                            Some(slot) => match slot.get().map(|tls| tls.accept(client)) {
-                                Some(accepting) => match accepting.await {
-                                    Ok(client) => {
-                                        tunnel(client, &expected, &connects, &refused).await
-                                    }
-                                    // The client refused the certificate: nothing tunnelled.
-                                    Err(_) => Ok(()),
-                                },
-                                None => Ok(()),
-                            },
+                        let Some(slot) = tls else {
+                            let _ = tunnel(client, &expected, &connects, &refused).await;
+                            return;
                         };
+                        // No certificate yet, or the client refused it: nothing is tunnelled.
+                        let Some(tls) = slot.get() else { return };
+                        let Ok(client) = tls.accept(client).await else {
+                            return;
+                        };
+                        let _ = tunnel(client, &expected, &connects, &refused).await;
                     });
                 }
             }

@@ -9,22 +9,16 @@
 
 #![cfg(unix)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::send_signal;
 use office365_activations_exporter::app::{reload_on_sighup, shutdown_signal};
 use office365_activations_exporter::server::Reloader;
 
 /// Names the signal the child process sends itself.
 const CHILD_ENV: &str = "OFFICE365_SIGNALS_TEST_CHILD";
-
-/// Sends `signal` to this process; `kill` has delivered it when it returns.
-fn signal_self(signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{signal}"), std::process::id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 /// Runs `signal_child` for `signal` in a fresh process and expects it to pass, not to die.
 fn in_a_fresh_process(signal: &str) {
@@ -79,7 +73,7 @@ fn signal_child() {
             });
             let task = reload_on_sighup(reloader).unwrap();
             // The spawned task has not run yet (one thread, nothing awaited so far).
-            signal_self("HUP");
+            send_signal(std::process::id(), "HUP");
             tokio::time::timeout(wait, reloads.recv())
                 .await
                 .expect("the reloader runs after SIGHUP")
@@ -88,7 +82,7 @@ fn signal_child() {
         } else {
             let shutdown = shutdown_signal().expect("handlers install");
             // Delivered before `shutdown` is polled: without eager handlers this process dies.
-            signal_self(&signal);
+            send_signal(std::process::id(), &signal);
             tokio::time::timeout(wait, shutdown)
                 .await
                 .unwrap_or_else(|_| panic!("the shutdown future completes after SIG{signal}"));

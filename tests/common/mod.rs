@@ -237,6 +237,15 @@ impl Harness {
     }
 }
 
+/// Sends `signal` (`TERM`, `INT`, `HUP`) to process `pid` with `kill`; delivered when it returns.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
 /// Yields to the runtime until `condition` holds. The bound is wall-clock time (the tokio clock
 /// is frozen) and generous, so a loaded machine only makes it slower; it turns a hang into a
 /// failure that says what was awaited.
@@ -334,11 +343,16 @@ impl Metrics {
     }
 
     pub fn errors(&self, tenant: &str, stage: &str, reason: &str) -> f64 {
+        self.error_series(tenant, stage, reason).unwrap_or(0.0)
+    }
+
+    /// The `fetch_errors_total` sample of `tenant`, `stage` and `reason`; `None` when the series
+    /// is not exported at all (unlike [`Metrics::errors`], which reads absent as 0).
+    pub fn error_series(&self, tenant: &str, stage: &str, reason: &str) -> Option<f64> {
         self.get(
             "office365_activations_fetch_errors_total",
             &[("tenant", tenant), ("stage", stage), ("reason", reason)],
         )
-        .unwrap_or(0.0)
     }
 }
 
