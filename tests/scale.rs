@@ -1,5 +1,6 @@
 //! What keeps one process serving many tenants: gzip composed once per refresh, bounded refresh
-//! concurrency, reloading the tenant list without losing other tenants' data.
+//! concurrency, TTL expiry jittered so tenants loaded together do not expire together, reloading
+//! the tenant list without losing other tenants' data.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use office365_activations_exporter::config::TenantConfig;
+use office365_activations_exporter::tenant::{Freshness, TTL_JITTER};
 use tokio::time::advance;
 
 #[tokio::test(start_paused = true)]
@@ -96,6 +98,43 @@ async fn refreshes_run_at_most_concurrency_at_a_time() {
     for tenant in ["contoso", "fabrikam", "northwind"] {
         assert_eq!(m.up(tenant), Some(1.0), "{tenant}");
     }
+    h.stop().await;
+}
+
+/// Tenants loaded by the same scrape (the same instant: the clock is frozen) do not all expire in
+/// the same second: each expiry is jittered into the last 10% of the TTL (360 s of a 1 h TTL; the
+/// chance that 4 random expiries share one second anyway is about 1 in 50 million).
+#[tokio::test(start_paused = true)]
+async fn tenants_loaded_together_expire_at_different_seconds() {
+    let h = Harness::with(Options {
+        tenants: 4,
+        ..Options::default()
+    })
+    .await;
+    h.scrape().await;
+    let now = tokio::time::Instant::now();
+    let mut expiry_seconds: Vec<u64> = h
+        .exporter
+        .tenants()
+        .iter()
+        .map(|tenant| match tenant.ensure_fresh(now) {
+            Freshness::Until(due) => due.duration_since(now).as_secs(),
+            Freshness::Refreshing(_) => panic!("{} is due right after loading", tenant.name()),
+        })
+        .collect();
+    let earliest = TTL.mul_f64(1.0 - TTL_JITTER).as_secs();
+    for seconds in &expiry_seconds {
+        assert!(
+            (earliest..=TTL.as_secs()).contains(seconds),
+            "expiry {seconds} s after loading, outside the last 10% of the TTL"
+        );
+    }
+    expiry_seconds.sort_unstable();
+    expiry_seconds.dedup();
+    assert!(
+        expiry_seconds.len() > 1,
+        "4 tenants loaded together all expire in the same second: {expiry_seconds:?}"
+    );
     h.stop().await;
 }
 
