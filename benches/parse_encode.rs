@@ -6,8 +6,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use office365_activations_exporter::metrics::{encode_report, Metrics};
-use office365_activations_exporter::report::parse_csv;
+use office365_activations_exporter::metrics::Metrics;
+use office365_activations_exporter::reports::user_counts::{encode, parse_csv, KIND};
+use office365_activations_exporter::reports::Encoded;
+use office365_activations_exporter::tenant::CachedReport;
 
 const PRODUCTS: &[&str] = &[
     "MICROSOFT 365 APPS FOR ENTERPRISE",
@@ -44,19 +46,29 @@ fn benches(c: &mut Criterion) {
 
     let report = parse_csv(&five).unwrap();
     c.bench_function("encode_report/5 products", |b| {
-        b.iter(|| encode_report(black_box("contoso"), black_box(&report)))
+        b.iter(|| encode(black_box("contoso"), black_box(&report)))
     });
 
     let metrics = Metrics::new("1h");
     for tenants in [1usize, 1000] {
-        let samples: Vec<_> = (0..tenants)
-            .map(|i| encode_report(&format!("tenant-{i}"), &report))
+        let cached: Vec<_> = (0..tenants)
+            .map(|i| {
+                std::sync::Arc::new(CachedReport {
+                    kind: &KIND,
+                    encoded: Encoded {
+                        refresh_date: report.refresh_date,
+                        rows: report.products.len() as u64,
+                        families: encode(&format!("tenant-{i}"), &report),
+                    },
+                    fetched: std::time::SystemTime::now(),
+                })
+            })
             .collect();
         let handles: Vec<_> = (0..tenants)
-            .map(|i| metrics.tenant(&format!("tenant-{i}")))
+            .map(|i| metrics.report(&format!("tenant-{i}"), &KIND))
             .collect();
         c.bench_function(&format!("render/{tenants} tenants"), |b| {
-            b.iter(|| metrics.render_cached(samples.iter()))
+            b.iter(|| metrics.render_cached(&cached))
         });
         drop(handles);
     }

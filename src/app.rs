@@ -50,12 +50,7 @@ async fn setup(config: &Config) -> Result<Setup, AppError> {
         proxy: config.proxy.as_ref(),
         resolve: &[],
     })?;
-    let exporter = Exporter::new(
-        &tenants,
-        http,
-        config.max_report_size,
-        config.refresh_concurrency,
-    )?;
+    let exporter = Exporter::new(&tenants, http, config.refresh_concurrency)?;
     Ok(Setup {
         exporter: Arc::new(exporter),
         _demo: demo,
@@ -78,6 +73,7 @@ fn demo_tenants(fake: &FakeGraph, config: &Config) -> Result<Vec<TenantConfig>, 
             api_version: "v1.0".to_owned(),
             report_format: Default::default(),
             cache_ttl: config.demo_cache_ttl,
+            reports: config.demo_reports.clone(),
         })
         .collect())
 }
@@ -154,14 +150,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// Refreshes every tenant once and returns the metrics text; fails with every tenant's reason
-/// when any refresh failed.
+/// Refreshes every enabled report of every tenant once and returns the metrics text; fails with
+/// the reason of each report that failed, naming the tenant and the report.
 pub async fn check(config: Config) -> Result<String, AppError> {
     let setup = setup(&config).await?;
     let mut failures = Vec::new();
     for tenant in setup.exporter.tenants().iter() {
-        if let Err(error) = tenant.refresh().await {
-            failures.push(format!("tenant {}: {error}", tenant.name()));
+        for (kind, outcome) in tenant.refresh().await {
+            if let Err(error) = outcome {
+                failures.push(format!(
+                    "tenant {} report {}: {error}",
+                    tenant.name(),
+                    kind.name
+                ));
+            }
         }
     }
     let text = String::from_utf8_lossy(&setup.exporter.snapshot().plain()).into_owned();

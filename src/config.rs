@@ -3,6 +3,7 @@
 //! Every mistake is found here, at start, and reported as one [`ConfigError`] line that names the
 //! flag, variable or file line that is wrong; nothing later has to cope with a half-valid config.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +19,10 @@ use crate::credentials::managed_identity::{
 use crate::credentials::{CredentialConfig, Secret};
 use crate::graph::ReportFormat;
 use crate::web_config::WebConfig;
+
+mod reports;
+use reports::Selection;
+pub use reports::{ReportConfig, SizeCaps};
 
 /// The default port: outside Prometheus's full 9100-9999 exporter range.
 pub const DEFAULT_PORT: u16 = 10036;
@@ -279,6 +284,20 @@ pub struct Flags {
     #[arg(long = "cache.ttl", value_parser = parse_duration, global = true)]
     pub cache_ttl: Option<Duration>,
 
+    /// Which reports to fetch, comma-separated: user_counts, activation_counts, user_detail
+    /// [default: user_counts,activation_counts; all three with --demo].
+    #[arg(long = "reports", value_delimiter = ',', global = true)]
+    pub reports: Vec<String>,
+
+    /// A report's own TTL, as report=duration (e.g. user_detail=6h); repeatable or
+    /// comma-separated [default: --cache.ttl].
+    #[arg(long = "report.ttl", global = true)]
+    pub report_ttl: Vec<String>,
+
+    /// Largest user detail report accepted (it is streamed, never held whole).
+    #[arg(long = "graph.max-user-detail-size", default_value = "1GiB", value_parser = parse_size, global = true)]
+    pub max_user_detail_size: u64,
+
     /// YAML file describing several tenants (see README); replaces the single-tenant flags.
     #[arg(long = "config.file", global = true)]
     pub config_file: Option<PathBuf>,
@@ -339,7 +358,7 @@ pub struct Config {
     pub ca_pem: Option<Vec<u8>>,
     /// `--http.proxy`; `None` means the environment's proxies (HTTPS_PROXY, NO_PROXY...).
     pub proxy: Option<Url>,
-    /// Largest report body accepted.
+    /// Largest report body accepted (user counts, activation counts).
     pub max_report_size: u64,
     /// How many refreshes may run at once.
     pub refresh_concurrency: usize,
@@ -355,6 +374,8 @@ pub struct Config {
     pub demo: bool,
     /// The cache TTL the demo tenants use.
     pub demo_cache_ttl: Duration,
+    /// The reports the demo tenants run.
+    pub demo_reports: Vec<ReportConfig>,
 }
 
 /// One tenant, fully resolved.
@@ -380,8 +401,10 @@ pub struct TenantConfig {
     pub report_format: ReportFormat,
     /// The token scope: `{graph_endpoint}/.default` unless overridden.
     pub scope: String,
-    /// How long a report is served before a scrape refreshes it.
+    /// How long a report is served before a scrape refreshes it, unless the report has its own.
     pub cache_ttl: Duration,
+    /// The reports it runs, each with its TTL and size cap.
+    pub reports: Vec<ReportConfig>,
 }
 
 /// The YAML file.
@@ -398,6 +421,9 @@ struct FileConfig {
     auth_method: Option<AuthMethod>,
     #[serde(default, deserialize_with = "de_duration")]
     cache_ttl: Option<Duration>,
+    reports: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de_duration_map")]
+    report_ttl: BTreeMap<String, Duration>,
 }
 
 /// One tenant in the YAML file.
@@ -424,6 +450,22 @@ struct FileTenant {
     scope: Option<String>,
     #[serde(default, deserialize_with = "de_duration")]
     cache_ttl: Option<Duration>,
+    reports: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de_duration_map")]
+    report_ttl: BTreeMap<String, Duration>,
+}
+
+fn de_duration_map<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, Duration>, D::Error> {
+    let map = BTreeMap::<String, String>::deserialize(d)?;
+    map.into_iter()
+        .map(|(name, text)| {
+            parse_duration(&text)
+                .map(|ttl| (name, ttl))
+                .map_err(serde::de::Error::custom)
+        })
+        .collect()
 }
 
 fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -902,8 +944,27 @@ impl Config {
             tenants: Vec::new(),
             demo: flags.demo,
             demo_cache_ttl: cache_ttl.unwrap_or(MIN_CACHE_TTL),
+            demo_reports: Vec::new(),
         };
+        let caps = SizeCaps {
+            report: flags.max_report_size,
+            user_detail: flags.max_user_detail_size,
+        };
+        let flag_selection = Selection {
+            reports: match flags.reports.is_empty() {
+                true => None,
+                false => Some(reports::parse_list(&flags.reports, "--reports")?),
+            },
+            ttls: reports::parse_ttl_flags(&flags.report_ttl, "--report.ttl")?,
+        };
+        config.demo_reports = reports::resolve(
+            &[&flag_selection],
+            crate::reports::KINDS,
+            config.demo_cache_ttl,
+            caps,
+        );
         let cache_ttl = cache_ttl.unwrap_or(DEFAULT_CACHE_TTL);
+        let default_reports = crate::reports::default_kinds();
         let flag_layer = Layer {
             cloud: flags.cloud,
             graph_endpoint: named(&flags.graph_endpoint, "--graph.endpoint"),
@@ -925,7 +986,12 @@ impl Config {
         }
 
         if let Some(path) = &flags.config_file {
-            config.tenants = tenants_from_file(path, flags, &flag_layer, env, cache_ttl)?;
+            let layers = FlagLayers {
+                endpoints: &flag_layer,
+                selection: &flag_selection,
+                caps,
+            };
+            config.tenants = tenants_from_file(path, flags, &layers, env, cache_ttl)?;
             return Ok(config);
         }
 
@@ -983,18 +1049,30 @@ impl Config {
             report_format,
             scope,
             cache_ttl,
+            reports: reports::resolve(&[&flag_selection], &default_reports, cache_ttl, caps),
         });
         Ok(config)
     }
 }
 
+/// What the flags give the config file's tenants as defaults.
+struct FlagLayers<'a> {
+    /// Cloud settings.
+    endpoints: &'a Layer,
+    /// Reports and their TTLs.
+    selection: &'a Selection,
+    /// Size caps.
+    caps: SizeCaps,
+}
+
 fn tenants_from_file(
     path: &Path,
     flags: &Flags,
-    flag_layer: &Layer,
+    flag_layers: &FlagLayers<'_>,
     env: &dyn Fn(&str) -> Option<String>,
     cache_ttl: Duration,
 ) -> Result<Vec<TenantConfig>, ConfigError> {
+    let flag_layer = flag_layers.endpoints;
     let shown = path.display();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError(format!("--config.file: cannot read {shown}: {e}")))?;
@@ -1015,6 +1093,13 @@ fn tenants_from_file(
         None => cache_ttl,
     };
     let top_method = file.auth_method.or(flags.auth_method);
+    let file_selection = selection(
+        &file.reports,
+        &file.report_ttl,
+        &at("reports"),
+        &at("report_ttl"),
+    )?;
+    let default_reports = crate::reports::default_kinds();
     if file.tenants.is_empty() {
         return err(format!("{shown}: tenants: the list is empty"));
     }
@@ -1061,6 +1146,14 @@ fn tenants_from_file(
             Some(ttl) => check_ttl(ttl, &at("cache_ttl"))?,
             None => top_ttl,
         };
+        let tenant_selection =
+            selection(&t.reports, &t.report_ttl, &at("reports"), &at("report_ttl"))?;
+        let report_configs = reports::resolve(
+            &[&tenant_selection, &file_selection, flag_layers.selection],
+            &default_reports,
+            cache_ttl,
+            flag_layers.caps,
+        );
         let auth = credential(AuthInput {
             at: &key_of,
             method: t.auth_method.or(top_method).unwrap_or(AuthMethod::Auto),
@@ -1108,12 +1201,29 @@ fn tenants_from_file(
             report_format,
             scope,
             cache_ttl,
+            reports: report_configs,
             name,
             tenant_id: auth.tenant_id,
             client_id: auth.client_id,
         });
     }
     Ok(tenants)
+}
+
+/// A config file level's `reports` and `report_ttl`.
+fn selection(
+    names: &Option<Vec<String>>,
+    ttls: &BTreeMap<String, Duration>,
+    reports_key: &str,
+    ttl_key: &str,
+) -> Result<Selection, ConfigError> {
+    Ok(Selection {
+        reports: match names {
+            Some(names) => Some(reports::parse_list(names, reports_key)?),
+            None => None,
+        },
+        ttls: reports::check_ttl_map(ttls, ttl_key)?,
+    })
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::report::ParseError;
+use crate::reports::ParseError;
 
 /// Where in the refresh flow an error happened: the `stage` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -146,6 +146,14 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A paged (JSON) report needs more requests than the 10-minute budget has left: it is too
+    /// large for Graph's JSON throttling limit.
+    #[error("report request budget of {budget} per 10 minutes used up before the last page: the report is too large for the JSON format; use graph_format csv")]
+    OverBudget {
+        /// The budget that was hit.
+        budget: usize,
+    },
+
     /// The downloaded report could not be parsed.
     #[error(transparent)]
     Parse(#[from] ParseError),
@@ -160,6 +168,7 @@ impl Error {
             | Error::InvalidResponse { stage, .. }
             | Error::TooLarge { stage, .. } => *stage,
             Error::TokenRejected { .. } => Stage::Token,
+            Error::OverBudget { .. } => Stage::Report,
             Error::Parse(_) => Stage::Parse,
         }
     }
@@ -185,7 +194,7 @@ impl Error {
                 _ => "http_4xx",
             },
             Error::InvalidResponse { .. } => "invalid_response",
-            Error::TooLarge { .. } => "too_large",
+            Error::TooLarge { .. } | Error::OverBudget { .. } => "too_large",
             Error::Parse(e) => e.reason(),
         }
     }

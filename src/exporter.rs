@@ -46,8 +46,6 @@ pub struct Exporter {
     metrics: Arc<Metrics>,
     /// What every tenant shares: the outbound client, the refresh slots, the generation.
     shared: Shared,
-    /// The largest report body accepted.
-    max_report_size: u64,
     /// The body as served, rebuilt only when the generation moves.
     exposition: Exposition,
     /// The origin of [`TenantSet::next_due`].
@@ -55,11 +53,14 @@ pub struct Exporter {
 }
 
 fn ttl_text(configs: &[TenantConfig]) -> String {
-    match configs.first() {
-        Some(first) if configs.iter().all(|c| c.cache_ttl == first.cache_ttl) => {
-            humantime::format_duration(first.cache_ttl).to_string()
+    let mut ttls = configs
+        .iter()
+        .flat_map(|c| c.reports.iter().map(|r| r.cache_ttl));
+    match ttls.next() {
+        Some(first) if ttls.all(|ttl| ttl == first) => {
+            humantime::format_duration(first).to_string()
         }
-        _ => "the tenant's cache_ttl".to_owned(),
+        _ => "the report's TTL (cache_ttl, report_ttl)".to_owned(),
     }
 }
 
@@ -87,11 +88,10 @@ pub struct ReloadSummary {
 
 impl Exporter {
     /// Builds the tenants; `http` is the shared outbound client, `concurrency` the number of
-    /// refreshes that may run at once across tenants. Nothing is fetched yet.
+    /// refreshes that may run at once across tenants and reports. Nothing is fetched yet.
     pub fn new(
         configs: &[TenantConfig],
         http: reqwest::Client,
-        max_report_size: u64,
         concurrency: usize,
     ) -> Result<Exporter, String> {
         let metrics = Arc::new(Metrics::new(&ttl_text(configs)));
@@ -102,14 +102,13 @@ impl Exporter {
         };
         let tenants = configs
             .iter()
-            .map(|config| Self::build_tenant(config, &shared, &metrics, max_report_size))
+            .map(|config| Self::build_tenant(config, &shared, &metrics))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Exporter {
             tenants: ArcSwap::from_pointee(TenantSet::new(tenants)),
             reloading: Mutex::new(()),
             metrics,
             shared,
-            max_report_size,
             exposition: Exposition::default(),
             epoch: Instant::now(),
         })
@@ -119,16 +118,10 @@ impl Exporter {
         config: &TenantConfig,
         shared: &Shared,
         metrics: &Metrics,
-        max_report_size: u64,
     ) -> Result<Arc<Tenant>, String> {
-        Tenant::new(
-            config,
-            shared.clone(),
-            max_report_size,
-            metrics.tenant(&config.name),
-        )
-        .map(Arc::new)
-        .map_err(|e| format!("tenant {}: {e}", config.name))
+        Tenant::new(config, shared.clone(), metrics)
+            .map(Arc::new)
+            .map_err(|e| format!("tenant {}: {e}", config.name))
     }
 
     /// The tenants.
@@ -167,12 +160,7 @@ impl Exporter {
                         &mut summary.added
                     };
                     list.push(config.name.clone());
-                    let built = Self::build_tenant(
-                        config,
-                        &self.shared,
-                        &self.metrics,
-                        self.max_report_size,
-                    );
+                    let built = Self::build_tenant(config, &self.shared, &self.metrics);
                     match built {
                         Ok(tenant) => next.push(tenant),
                         Err(error) => {
@@ -217,12 +205,14 @@ impl Exporter {
         let mut next_due = u64::MAX;
         let tenants = self.tenants();
         for tenant in tenants.iter() {
-            match tenant.ensure_fresh(now) {
-                Freshness::Refreshing(refresh) => {
-                    running.push(refresh);
-                    next_due = now_nanos;
+            for freshness in tenant.ensure_fresh(now) {
+                match freshness {
+                    Freshness::Refreshing(refresh) => {
+                        running.push(refresh);
+                        next_due = now_nanos;
+                    }
+                    Freshness::Until(due) => next_due = next_due.min(self.nanos(due)),
                 }
-                Freshness::Until(due) => next_due = next_due.min(self.nanos(due)),
             }
         }
         tenants.next_due.store(next_due, Ordering::Release);
@@ -260,17 +250,16 @@ impl Exporter {
             generation,
             now,
             || {
-                let cached: Vec<_> = self.tenants().iter().filter_map(|t| t.cached()).collect();
-                self.metrics
-                    .render_cached(cached.iter().map(|c| &c.samples))
+                let cached: Vec<_> = self.tenants().iter().flat_map(|t| t.cached()).collect();
+                self.metrics.render_cached(&cached)
             },
             || self.metrics.render_process(),
         )
     }
 
-    /// Every tenant has loaded a report at least once.
+    /// Every tenant has loaded each of its reports at least once.
     pub fn ready(&self) -> bool {
-        self.tenants().iter().all(|t| t.cached().is_some())
+        self.tenants().iter().all(|t| t.loaded())
     }
 }
 
@@ -293,12 +282,17 @@ mod tests {
             api_version: "v1.0".to_owned(),
             report_format: Default::default(),
             cache_ttl: Duration::from_secs(3600),
+            reports: vec![crate::config::ReportConfig {
+                kind: &crate::reports::user_counts::KIND,
+                cache_ttl: Duration::from_secs(3600),
+                max_size: 1 << 20,
+            }],
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_due_time_from_before_a_reload_does_not_hold_back_the_reloaded_tenants() {
-        let exporter = Exporter::new(&[config("a")], reqwest::Client::new(), 1 << 20, 1).unwrap();
+        let exporter = Exporter::new(&[config("a")], reqwest::Client::new(), 1).unwrap();
         let before = exporter.tenants();
         exporter.reload(&[config("a"), config("b")]).unwrap();
         // A scrape that read the tenants before the reload stores its due time only now: an hour

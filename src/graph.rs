@@ -6,9 +6,9 @@
 //! the download host; a redirect from https to http is refused; hops are capped; the query string
 //! of the download URL is kept byte for byte and never logged.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use bytes::Bytes;
 use reqwest::header::{HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 use serde::Deserialize;
@@ -16,14 +16,19 @@ use tokio::time::Instant;
 
 use crate::credentials::Secret;
 use crate::error::{parse_retry_after, Error, HttpFailure, RequestIds, Stage};
-use crate::http_client::{read_capped, snippet, transport_error, ERROR_BODY_LIMIT};
+use crate::http_client::{read_capped, snippet, stream_capped, transport_error, ERROR_BODY_LIMIT};
+use crate::reports::Parser;
 
-/// The report's name in Graph's API.
+/// The user counts report's Graph function (the fake Graph names it in an error).
 pub const REPORT: &str = "getOffice365ActivationsUserCounts";
 
 /// At most this many redirects are followed after the report request (Graph's 302 and whatever
 /// the download host adds).
 pub const MAX_REDIRECTS: usize = 3;
+
+/// At most this many JSON pages are read in one refresh: far more than any report within Graph's
+/// JSON throttling budget has, and a bound on a server whose nextLinks never end.
+pub const MAX_PAGES: usize = 2_000;
 
 /// How the report is asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum, Deserialize)]
@@ -36,24 +41,24 @@ pub enum ReportFormat {
     Json,
 }
 
-/// A downloaded report body.
-#[derive(Debug)]
-pub struct Download {
-    /// The body, decoded from gzip if it came compressed.
-    pub body: Bytes,
+/// What a fetch did, besides feeding the parser.
+#[derive(Debug, Default)]
+pub struct Fetched {
     /// From sending the request for the pre-authenticated URL to having its whole body; `None`
-    /// when Graph answered with the body directly.
+    /// when Graph answered with the body directly (JSON).
     pub redirect_latency: Option<Duration>,
+    /// Report body bytes read (all pages).
+    pub bytes: u64,
 }
 
-/// Fetches the report for one tenant (the token decides which tenant).
+/// Fetches one report for one tenant (the token decides which tenant).
 #[derive(Clone, Debug)]
 pub struct GraphClient {
     /// The shared outbound client.
     http: reqwest::Client,
-    /// `{endpoint}/{api_version}/reports/getOffice365ActivationsUserCounts`.
+    /// `{endpoint}/{api_version}/reports/{function}`.
     report_url: Url,
-    /// The largest report body accepted, in bytes.
+    /// The largest report body accepted, in bytes (all pages together).
     max_body: u64,
     /// CSV or JSON.
     format: ReportFormat,
@@ -67,15 +72,21 @@ fn same_origin(a: &Url, b: &Url) -> bool {
 }
 
 impl GraphClient {
-    /// A client for the report under `endpoint` (e.g. `https://graph.microsoft.com`) and
-    /// `api_version` (`v1.0` or `beta`).
-    pub fn new(http: reqwest::Client, endpoint: &Url, api_version: &str, max_body: u64) -> Self {
+    /// A client for the report function `api` (e.g. `getOffice365ActivationsUserCounts`) under
+    /// `endpoint` (e.g. `https://graph.microsoft.com`) and `api_version` (`v1.0` or `beta`).
+    pub fn new(
+        http: reqwest::Client,
+        endpoint: &Url,
+        api_version: &str,
+        api: &str,
+        max_body: u64,
+    ) -> Self {
         let mut report_url = endpoint.clone();
         report_url
             .path_segments_mut()
             .expect("the endpoint was validated as an http(s) URL")
             .pop_if_empty()
-            .extend([api_version, "reports", REPORT]);
+            .extend([api_version, "reports", api]);
         GraphClient {
             http,
             report_url,
@@ -104,36 +115,112 @@ impl GraphClient {
         &self.report_url
     }
 
-    /// Requests the report with `token` and downloads it.
-    pub async fn fetch_report(&self, token: &Secret) -> Result<Download, Error> {
+    /// Requests the report with `token` and streams it into `parser`: the CSV download chunk by
+    /// chunk, or the JSON pages one by one (following `@odata.nextLink` on Graph's own origin
+    /// only). `on_request` is called before each request to Graph (the report, each page), to
+    /// count it against the budget; its error ends the fetch.
+    pub async fn fetch(
+        &self,
+        token: &Secret,
+        parser: &mut dyn Parser,
+        on_request: &mut (dyn FnMut() -> Result<(), Error> + Send),
+    ) -> Result<Fetched, Error> {
+        let mut url = self.report_url.clone();
+        let mut fetched = Fetched::default();
+        let mut seen = HashSet::new();
+        for _ in 0..MAX_PAGES {
+            on_request()?;
+            let response = self.request(&url, token).await?;
+            if response.status().is_redirection() {
+                let location = redirect_target(&url, &response, Stage::Report)?;
+                return self.download(location, token, parser, fetched).await;
+            }
+            let remaining = self.max_body - fetched.bytes.min(self.max_body);
+            let body = read_capped(response, Stage::Report, remaining)
+                .await
+                .map_err(|e| self.whole_cap(e))?;
+            fetched.bytes += body.len() as u64;
+            if self.format == ReportFormat::Csv {
+                // Graph answered with the body itself.
+                parser.csv(&body)?;
+                return Ok(fetched);
+            }
+            let Some(next) = parser.json_page(&body)? else {
+                return Ok(fetched);
+            };
+            url = self.next_page(&url, &next, &mut seen)?;
+            tracing::debug!("Following @odata.nextLink to the next page");
+        }
+        Err(Error::InvalidResponse {
+            stage: Stage::Report,
+            detail: format!("more than {MAX_PAGES} pages (@odata.nextLink)"),
+        })
+    }
+
+    /// Sends one authenticated request to Graph; an error status becomes [`Error::Http`].
+    async fn request(&self, url: &Url, token: &Secret) -> Result<reqwest::Response, Error> {
         let client_request_id = uuid::Uuid::new_v4().to_string();
-        tracing::debug!(url = %self.report_url, %client_request_id, "Requesting the report");
+        tracing::debug!(url = %url.path(), %client_request_id, "Requesting the report");
         let response = self
             .http
-            .get(self.report_url.clone())
+            .get(url.clone())
             .bearer_auth(token.expose())
             .header("client-request-id", &client_request_id)
             .send()
             .await
             .map_err(|e| transport_error(Stage::Report, e))?;
         let status = response.status();
-        if status.is_redirection() {
-            let location = redirect_target(&self.report_url, &response, Stage::Report)?;
-            return self.download(location, token).await;
-        }
-        if status == StatusCode::OK {
-            // Graph may answer with the body itself (the beta JSON format does).
-            let body = read_capped(response, Stage::Report, self.max_body).await?;
-            return Ok(Download {
-                body,
-                redirect_latency: None,
-            });
+        if status.is_redirection() || status == StatusCode::OK {
+            return Ok(response);
         }
         Err(http_error(Stage::Report, response, Some(client_request_id)).await)
     }
 
-    /// Follows the redirect chain from the pre-authenticated URL to the report body.
-    async fn download(&self, mut url: Url, token: &Secret) -> Result<Download, Error> {
+    /// The next page's URL, if the client may follow it: Graph's own origin (the token goes
+    /// with it), and not a page already read (a loop).
+    fn next_page(&self, from: &Url, next: &str, seen: &mut HashSet<String>) -> Result<Url, Error> {
+        let invalid = |detail: String| Error::InvalidResponse {
+            stage: Stage::Report,
+            detail,
+        };
+        let url = from
+            .join(next)
+            .map_err(|e| invalid(format!("@odata.nextLink is not a URL: {e}")))?;
+        if !same_origin(&url, &self.report_url) {
+            return Err(invalid(format!(
+                "@odata.nextLink points to another origin ({}://{}); the token is only sent to Graph",
+                url.scheme(),
+                url.host_str().unwrap_or("-")
+            )));
+        }
+        if !seen.insert(url.as_str().to_owned()) || url == self.report_url {
+            return Err(invalid(
+                "@odata.nextLink loops back to a page already read".into(),
+            ));
+        }
+        Ok(url)
+    }
+
+    /// A cap hit on one page is the whole report's cap.
+    fn whole_cap(&self, error: Error) -> Error {
+        match error {
+            Error::TooLarge { stage, .. } => Error::TooLarge {
+                stage,
+                limit: self.max_body,
+            },
+            other => other,
+        }
+    }
+
+    /// Follows the redirect chain from the pre-authenticated URL and streams the body into
+    /// `parser`.
+    async fn download(
+        &self,
+        mut url: Url,
+        token: &Secret,
+        parser: &mut dyn Parser,
+        mut fetched: Fetched,
+    ) -> Result<Fetched, Error> {
         let started = Instant::now();
         for _ in 0..MAX_REDIRECTS {
             let mut request = self.http.get(url.clone());
@@ -157,11 +244,12 @@ impl GraphClient {
             if status != StatusCode::OK {
                 return Err(http_error(Stage::Download, response, None).await);
             }
-            let body = read_capped(response, Stage::Download, self.max_body).await?;
-            return Ok(Download {
-                body,
-                redirect_latency: Some(started.elapsed()),
-            });
+            fetched.bytes += stream_capped(response, Stage::Download, self.max_body, |chunk| {
+                parser.csv(chunk).map_err(Error::Parse)
+            })
+            .await?;
+            fetched.redirect_latency = Some(started.elapsed());
+            return Ok(fetched);
         }
         Err(Error::InvalidResponse {
             stage: Stage::Download,
@@ -314,6 +402,7 @@ mod tests {
                 reqwest::Client::new(),
                 &Url::parse(endpoint).unwrap(),
                 version,
+                "getOffice365ActivationsUserCounts",
                 1,
             )
         };

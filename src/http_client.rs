@@ -172,6 +172,33 @@ pub async fn read_capped(
     Ok(body.freeze())
 }
 
+/// Streams a body into `sink` chunk by chunk as it arrives, failing with [`Error::TooLarge`] as
+/// soon as it passes `limit` bytes; nothing is held beyond the current chunk. Returns the bytes
+/// read. An error of `sink` ends the reading.
+pub async fn stream_capped(
+    mut response: reqwest::Response,
+    stage: Stage,
+    limit: u64,
+    mut sink: impl FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<u64, Error> {
+    if response.content_length().is_some_and(|len| len > limit) {
+        return Err(Error::TooLarge { stage, limit });
+    }
+    let mut read = 0u64;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(stage, e))?
+    {
+        read += chunk.len() as u64;
+        if read > limit {
+            return Err(Error::TooLarge { stage, limit });
+        }
+        sink(&chunk)?;
+    }
+    Ok(read)
+}
+
 /// Reads an error answer's body for the log: at most this many bytes.
 pub const ERROR_BODY_LIMIT: u64 = 64 * 1024;
 

@@ -6,10 +6,17 @@
 //! - [`config`]: flags, environment and the YAML file, validated into one [`config::Config`].
 //! - [`credentials`]: access tokens from Entra ID, cached until shortly before they expire.
 //! - [`http_client`]: the one shared outbound HTTPS client (no automatic redirects, capped bodies).
-//! - [`graph`]: the report request, the manual 302, the download without the token.
-//! - [`report`]: the CSV parser; pure, strict where it matters, lenient where Graph varies.
-//! - [`tenant`]: one tenant's cache and its state machine (TTL, single flight, Retry-After, backoff).
-//! - [`metrics`]: the exposition: report gauges encoded once per refresh, plus self-metrics.
+//! - [`graph`]: any report's request, the manual 302, the streamed download without the token,
+//!   the JSON pages.
+//! - [`reports`]: the report kinds, one file each ([`reports::user_counts`],
+//!   [`reports::activation_counts`], [`reports::user_detail`]): the Graph function each asks
+//!   for, its streaming CSV and JSON parser (pure; strict where it matters, lenient where Graph
+//!   varies), its gauges and their encoding. A new kind is one new file and a line in
+//!   [`reports::KINDS`].
+//! - [`tenant`]: one tenant's reports, each with its cache and state machine (TTL, single
+//!   flight, budget, Retry-After, backoff), sharing the tenant's token.
+//! - [`metrics`]: the exposition: report gauges encoded once per refresh, plus self-metrics
+//!   (`report` label on the status series).
 //! - [`exporter`]: all tenants, and the scrape flow (refresh what is stale, within the deadline);
 //!   reloads of the tenant list.
 //! - [`exposition`]: the /metrics body, rebuilt only when a refresh changed it; gzip composed
@@ -21,9 +28,10 @@
 //!   demo and the tests.
 //! - [`error`]: the refresh error type and its bounded `stage` / `reason` label values.
 //!
-//! Two flows, one way each. Scrape: Prometheus, [`server`], [`exporter`], each [`tenant`] ("be
-//! fresh, but do not make me wait past my deadline"), [`metrics`]. Refresh (one per tenant at a
-//! time, in its own task): [`tenant`], [`credentials`], [`graph`], [`report`], the tenant's cache.
+//! Two flows, one way each. Scrape: Prometheus, [`server`], [`exporter`], each [`tenant`]'s
+//! reports ("be fresh, but do not make me wait past my deadline"), [`metrics`]. Refresh (one per
+//! tenant and report at a time, in its own task): [`tenant`], [`credentials`], [`graph`] feeding
+//! the kind's parser from [`reports`] as the body streams in, the report's cache.
 
 pub mod app;
 pub mod config;
@@ -36,7 +44,7 @@ pub mod graph;
 pub mod http_client;
 pub mod logging;
 pub mod metrics;
-pub mod report;
+pub mod reports;
 pub mod server;
 pub mod tenant;
 pub mod web_config;

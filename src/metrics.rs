@@ -6,9 +6,10 @@
 //! copy, not an encoding. The self-metrics (up, counters, histograms, process_*) are ordinary
 //! `prometheus` crate collectors in a per-exporter [`Registry`].
 
-use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chrono::NaiveDate;
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
@@ -16,21 +17,14 @@ use prometheus::{
 };
 
 use crate::error::{Error, Stage, REASONS};
-use crate::report::ActivationReport;
+use crate::reports::{midnight, ReportKind, KINDS};
+use crate::tenant::CachedReport;
 
 /// The Content-Type of /metrics: exactly the text encoder's.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
-/// Names of the report gauges, in exposition order.
-pub const ASSIGNED: &str = "office365_activations_assigned_users";
-/// See [`ASSIGNED`].
-pub const ACTIVATED: &str = "office365_activations_activated_users";
-/// See [`ASSIGNED`].
-pub const SHARED: &str = "office365_activations_shared_computer_activated_users";
-/// See [`ASSIGNED`].
+/// The Report Refresh Date gauge's name.
 pub const REFRESH_TIMESTAMP: &str = "office365_activations_report_refresh_timestamp_seconds";
-
-const REPORT_FAMILIES: [&str; 4] = [ASSIGNED, ACTIVATED, SHARED, REFRESH_TIMESTAMP];
 
 /// The credential expiry gauge's name.
 pub const CREDENTIAL_EXPIRY: &str = "office365_activations_credential_expiry_timestamp_seconds";
@@ -43,77 +37,32 @@ pub const REVISION: &str = match option_env!("O365_EXPORTER_REVISION") {
     None => "unknown",
 };
 
-/// Sample lines of one tenant's report, one string per report family, encoded at refresh time.
-#[derive(Clone, Debug, Default)]
-pub struct ReportSamples {
-    /// Lines for [`ASSIGNED`], [`ACTIVATED`], [`SHARED`], [`REFRESH_TIMESTAMP`], in that order.
-    families: [String; 4],
-}
-
-/// Escapes a label value for the text format.
-fn escape_label(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-}
-
-/// Encodes the report gauges of `tenant`.
-pub fn encode_report(tenant: &str, report: &ActivationReport) -> ReportSamples {
-    let mut tenant_label = String::new();
-    escape_label(tenant, &mut tenant_label);
-    let mut families: [String; 4] = Default::default();
-    for product in &report.products {
-        let mut labels = format!("{{tenant=\"{tenant_label}\",product_type=\"");
-        escape_label(&product.product_type, &mut labels);
-        labels.push_str("\"}");
-        let _ = writeln!(families[0], "{ASSIGNED}{labels} {}", product.assigned);
-        let _ = writeln!(families[1], "{ACTIVATED}{labels} {}", product.activated);
-        if let Some(shared) = product.shared_computer_activation {
-            let _ = writeln!(families[2], "{SHARED}{labels} {shared}");
-        }
-    }
-    if let Some(date) = report.refresh_date {
-        let midnight = date
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight exists")
-            .and_utc();
-        let _ = writeln!(
-            families[3],
-            "{REFRESH_TIMESTAMP}{{tenant=\"{tenant_label}\"}} {}",
-            midnight.timestamp()
-        );
-    }
-    ReportSamples { families }
-}
-
 /// The self-metrics of one exporter, and the HELP texts of the report gauges.
 pub struct Metrics {
     /// Holds the self-metrics, which change only when a refresh starts or ends.
     registry: Registry,
     /// Holds the process collector, whose values change all the time.
     process: Registry,
-    /// `office365_activations_up{tenant}`.
+    /// `office365_activations_up{tenant,report}`.
     up: GaugeVec,
-    /// `office365_activations_last_refresh_success_timestamp_seconds{tenant}`.
+    /// `office365_activations_last_refresh_success_timestamp_seconds{tenant,report}`.
     last_success: GaugeVec,
-    /// `office365_activations_refreshes_total{tenant}`.
+    /// `office365_activations_refreshes_total{tenant,report}`.
     refreshes: IntCounterVec,
-    /// `office365_activations_fetch_errors_total{tenant,stage,reason}`.
+    /// `office365_activations_fetch_errors_total{tenant,report,stage,reason}`.
     fetch_errors: IntCounterVec,
-    /// `office365_activations_redirect_latency_seconds{tenant}`.
+    /// `office365_activations_redirect_latency_seconds{tenant,report}`.
     redirect_latency: HistogramVec,
-    /// `office365_activations_refresh_duration_seconds{tenant}`.
+    /// `office365_activations_refresh_duration_seconds{tenant,report}`.
     refresh_duration: HistogramVec,
+    /// `office365_activations_report_refresh_timestamp_seconds{tenant,report}`: set from the
+    /// served report's date; absent while it has none.
+    report_date: GaugeVec,
     /// `office365_activations_credential_expiry_timestamp_seconds{tenant}`: only for tenants
     /// whose credential has a known expiry (a certificate).
     credential_expiry: GaugeVec,
-    /// HELP text of each report family, naming the cache TTL.
-    report_help: [String; 4],
+    /// HELP text of each family of each kind (in [`KINDS`] order), naming the cache TTL.
+    report_help: Vec<Vec<String>>,
 }
 
 /// Latency buckets, 50 ms to 2 min: a download is a few hundred ms; a slow proxy, seconds.
@@ -128,19 +77,19 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -
 
 impl Metrics {
     /// Self-metrics for an exporter whose reports are cached for `ttl` (a text such as `1h`, or
-    /// `the tenant's cache_ttl` when tenants differ).
+    /// `the report's cache TTL` when reports differ).
     pub fn new(ttl: &str) -> Metrics {
         let registry = Registry::new();
         let cached = format!(
             "Cached: refreshed from Microsoft Graph when a scrape finds it older than {ttl}."
         );
         let up = register(&registry, GaugeVec::new(
-            Opts::new("office365_activations_up", format!("1 if the latest refresh of the tenant's report from Microsoft Graph succeeded, else 0 (the last good report is still served). {cached}")),
-            &["tenant"],
+            Opts::new("office365_activations_up", format!("1 if the latest refresh of the tenant's report from Microsoft Graph succeeded, else 0 (the last good report is still served); one series per enabled report. {cached}")),
+            &["tenant", "report"],
         ).unwrap());
         let last_success = register(&registry, GaugeVec::new(
             Opts::new("office365_activations_last_refresh_success_timestamp_seconds", format!("Unix time of the latest successful refresh of the tenant's report. {cached}")),
-            &["tenant"],
+            &["tenant", "report"],
         ).unwrap());
         let refreshes = register(
             &registry,
@@ -149,21 +98,25 @@ impl Metrics {
                     "office365_activations_refreshes_total",
                     format!("Refresh attempts of the tenant's report, successful or not. {cached}"),
                 ),
-                &["tenant"],
+                &["tenant", "report"],
             )
             .unwrap(),
         );
         let fetch_errors = register(&registry, IntCounterVec::new(
             Opts::new("office365_activations_fetch_errors_total", "Failed refreshes, by stage (token, report, download, parse) and reason (throttled, timeout, network, unauthorized, http_4xx, http_5xx, invalid_response, too_large, not_csv, missing_column, invalid_value)."),
-            &["tenant", "stage", "reason"],
+            &["tenant", "report", "stage", "reason"],
         ).unwrap());
         let redirect_latency = register(&registry, HistogramVec::new(
             HistogramOpts::new("office365_activations_redirect_latency_seconds", "Time from requesting Graph's pre-authenticated download URL to having the whole report body.").buckets(LATENCY_BUCKETS.to_vec()),
-            &["tenant"],
+            &["tenant", "report"],
         ).unwrap());
         let refresh_duration = register(&registry, HistogramVec::new(
             HistogramOpts::new("office365_activations_refresh_duration_seconds", "Duration of whole refreshes of the tenant's report: token, report request, download and parse.").buckets(LATENCY_BUCKETS.to_vec()),
-            &["tenant"],
+            &["tenant", "report"],
+        ).unwrap());
+        let report_date = register(&registry, GaugeVec::new(
+            Opts::new(REFRESH_TIMESTAMP, format!("Report Refresh Date of the tenant's cached report, as Unix time of that day's UTC midnight; Graph's data lags 24 to 48 hours. {cached}")),
+            &["tenant", "report"],
         ).unwrap());
         let credential_expiry = register(&registry, GaugeVec::new(
             Opts::new(CREDENTIAL_EXPIRY, "Unix time when the tenant's credential stops working: the notAfter of its client certificate (only for certificate credentials). Alert well before it: Entra ID refuses an expired certificate."),
@@ -180,12 +133,15 @@ impl Metrics {
             .register(Box::new(ProcessMetrics::new()))
             .expect("process metric names are distinct");
 
-        let report_help = [
-            format!("Users assigned a licence that includes the product (Assigned column of Graph's Office activations report). {cached}"),
-            format!("Users who activated the product on at least one device (Activated column of Graph's Office activations report). {cached}"),
-            format!("Users who activated the product through shared computer activation (Shared Computer Activation column, when the report has it). {cached}"),
-            format!("Report Refresh Date of the tenant's cached report, as Unix time of that day's UTC midnight; Graph's data lags 24 to 48 hours. {cached}"),
-        ];
+        let report_help = KINDS
+            .iter()
+            .map(|kind| {
+                kind.families
+                    .iter()
+                    .map(|family| format!("{} {cached}", family.help))
+                    .collect()
+            })
+            .collect();
         Metrics {
             registry,
             process,
@@ -195,76 +151,95 @@ impl Metrics {
             fetch_errors,
             redirect_latency,
             refresh_duration,
+            report_date,
             credential_expiry,
             report_help,
         }
     }
 
-    /// The handles of one tenant's self-metrics; a new tenant's `up`, `refreshes_total` and
+    /// The handles of one tenant's own self-metrics (its credential's expiry).
+    pub fn tenant(&self, name: &str) -> TenantMetrics {
+        TenantMetrics {
+            name: name.to_owned(),
+            credential_expiry: self.credential_expiry.clone(),
+        }
+    }
+
+    /// The handles of one report's self-metrics; a new report's `up`, `refreshes_total` and
     /// throttled `fetch_errors_total` series start at 0. A tenant changed by a reload keeps its
     /// series (and `up`) until its first refresh, which the next scrape starts; creating the
     /// handles changes no value, so a reload that fails later changes nothing.
-    pub fn tenant(&self, name: &str) -> TenantMetrics {
-        let up = self.up.with_label_values(&[name]);
+    pub fn report(&self, tenant: &str, kind: ReportKind) -> ReportMetrics {
+        let labels = [tenant, kind.name];
+        let up = self.up.with_label_values(&labels);
         // Office365ExporterThrottled takes increase() of these: a series born at 1 on the first
         // 429 would hide that 429 from it. Only the stages that can be throttled; every other
-        // stage and reason pair (~25 per tenant) appears at its first error.
+        // stage and reason pair (~25 per report) appears at its first error.
         for stage in [Stage::Token, Stage::Report, Stage::Download] {
             self.fetch_errors
-                .with_label_values(&[name, stage.as_str(), "throttled"]);
+                .with_label_values(&[tenant, kind.name, stage.as_str(), "throttled"]);
         }
-        TenantMetrics {
-            name: name.to_owned(),
+        ReportMetrics {
+            tenant: tenant.to_owned(),
+            kind,
             up,
             last_success: self.last_success.clone(),
-            refreshes: self.refreshes.with_label_values(&[name]),
+            refreshes: self.refreshes.with_label_values(&labels),
             fetch_errors: self.fetch_errors.clone(),
-            redirect_latency: self.redirect_latency.with_label_values(&[name]),
-            refresh_duration: self.refresh_duration.with_label_values(&[name]),
-            credential_expiry: self.credential_expiry.clone(),
+            redirect_latency: self.redirect_latency.with_label_values(&labels),
+            refresh_duration: self.refresh_duration.with_label_values(&labels),
+            report_date: self.report_date.clone(),
         }
     }
 
     /// Forgets every series of a tenant that left the configuration.
     pub fn remove_tenant(&self, name: &str) {
-        let _ = self.up.remove_label_values(&[name]);
-        let _ = self.last_success.remove_label_values(&[name]);
-        let _ = self.refreshes.remove_label_values(&[name]);
-        let _ = self.redirect_latency.remove_label_values(&[name]);
-        let _ = self.refresh_duration.remove_label_values(&[name]);
         let _ = self.credential_expiry.remove_label_values(&[name]);
-        for stage in [Stage::Token, Stage::Report, Stage::Download, Stage::Parse] {
-            for reason in REASONS {
-                let _ = self
-                    .fetch_errors
-                    .remove_label_values(&[name, stage.as_str(), reason]);
+        for kind in KINDS {
+            let labels = [name, kind.name];
+            let _ = self.up.remove_label_values(&labels);
+            let _ = self.last_success.remove_label_values(&labels);
+            let _ = self.refreshes.remove_label_values(&labels);
+            let _ = self.redirect_latency.remove_label_values(&labels);
+            let _ = self.refresh_duration.remove_label_values(&labels);
+            let _ = self.report_date.remove_label_values(&labels);
+            for stage in [Stage::Token, Stage::Report, Stage::Download, Stage::Parse] {
+                for reason in REASONS {
+                    let _ = self.fetch_errors.remove_label_values(&[
+                        name,
+                        kind.name,
+                        stage.as_str(),
+                        reason,
+                    ]);
+                }
             }
         }
     }
 
-    /// The part of /metrics that changes only with refreshes: every tenant's report gauges,
-    /// then the self-metrics.
-    pub fn render_cached<'a>(
-        &self,
-        reports: impl Iterator<Item = &'a ReportSamples> + Clone,
-    ) -> Vec<u8> {
+    /// The part of /metrics that changes only with refreshes: every cached report's gauges,
+    /// family by family, then the self-metrics.
+    pub fn render_cached(&self, cached: &[Arc<CachedReport>]) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
-        for (i, name) in REPORT_FAMILIES.iter().enumerate() {
-            let mut lines = reports
-                .clone()
-                .map(|r| &r.families[i])
-                .filter(|l| !l.is_empty())
-                .peekable();
-            if lines.peek().is_none() {
-                continue;
-            }
-            let _ = write!(
-                &mut out as &mut dyn std::io::Write,
-                "# HELP {name} {}\n# TYPE {name} gauge\n",
-                self.report_help[i]
-            );
-            for l in lines {
-                out.extend_from_slice(l.as_bytes());
+        for (k, kind) in KINDS.iter().enumerate() {
+            for (f, family) in kind.families.iter().enumerate() {
+                let mut lines = cached
+                    .iter()
+                    .filter(|c| c.kind == *kind)
+                    .filter_map(|c| c.encoded.families.get(f))
+                    .filter(|l| !l.is_empty())
+                    .peekable();
+                if lines.peek().is_none() {
+                    continue;
+                }
+                let name = family.name;
+                let _ = write!(
+                    &mut out as &mut dyn std::io::Write,
+                    "# HELP {name} {}\n# TYPE {name} gauge\n",
+                    self.report_help[k][f]
+                );
+                for l in lines {
+                    out.extend_from_slice(l.as_bytes());
+                }
             }
         }
         TextEncoder::new()
@@ -334,22 +309,10 @@ impl Collector for ProcessMetrics {
     }
 }
 
-/// One tenant's self-metric handles, resolved once.
+/// One tenant's own self-metric handles.
 pub struct TenantMetrics {
     /// The `tenant` label value.
     name: String,
-    /// Set on every completed refresh.
-    up: Gauge,
-    /// Created at the first success, so it never shows a made-up 0 timestamp.
-    last_success: GaugeVec,
-    /// Counts attempts.
-    refreshes: IntCounter,
-    /// Counts failures by stage and reason.
-    fetch_errors: IntCounterVec,
-    /// Download latency.
-    redirect_latency: Histogram,
-    /// Whole refresh duration.
-    refresh_duration: Histogram,
     /// Created when the credential first reports an expiry.
     credential_expiry: GaugeVec,
 }
@@ -367,16 +330,45 @@ impl TenantMetrics {
             gauge.with_label_values(&[&name]).set(unix);
         })
     }
+}
+
+/// One report's self-metric handles, resolved once.
+pub struct ReportMetrics {
+    /// The `tenant` label value.
+    tenant: String,
+    /// The `report` label value's kind.
+    kind: ReportKind,
+    /// Set on every completed refresh.
+    up: Gauge,
+    /// Created at the first success, so it never shows a made-up 0 timestamp.
+    last_success: GaugeVec,
+    /// Counts attempts.
+    refreshes: IntCounter,
+    /// Counts failures by stage and reason.
+    fetch_errors: IntCounterVec,
+    /// Download latency.
+    redirect_latency: Histogram,
+    /// Whole refresh duration.
+    refresh_duration: Histogram,
+    /// The served report's date; created at the first report that has one.
+    report_date: GaugeVec,
+}
+
+impl ReportMetrics {
+    fn labels(&self) -> [&str; 2] {
+        [&self.tenant, self.kind.name]
+    }
 
     /// A refresh has started.
     pub fn refresh_started(&self) {
         self.refreshes.inc();
     }
 
-    /// A refresh succeeded at `now`.
+    /// A refresh succeeded at `now` with a report of `date`.
     pub fn refresh_succeeded(
         &self,
         now: SystemTime,
+        date: Option<NaiveDate>,
         redirect_latency: Option<Duration>,
         took: Duration,
     ) {
@@ -385,7 +377,19 @@ impl TenantMetrics {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        self.last_success.with_label_values(&[&self.name]).set(unix);
+        self.last_success
+            .with_label_values(&self.labels())
+            .set(unix);
+        match date {
+            Some(date) => self
+                .report_date
+                .with_label_values(&self.labels())
+                .set(midnight(date) as f64),
+            // A header-only report has no date: no made-up timestamp.
+            None => {
+                let _ = self.report_date.remove_label_values(&self.labels());
+            }
+        }
         if let Some(latency) = redirect_latency {
             self.redirect_latency.observe(latency.as_secs_f64());
         }
@@ -396,7 +400,12 @@ impl TenantMetrics {
     pub fn refresh_failed(&self, error: &Error, took: Duration) {
         self.up.set(0.0);
         self.fetch_errors
-            .with_label_values(&[&self.name, error.stage().as_str(), error.reason()])
+            .with_label_values(&[
+                &self.tenant,
+                self.kind.name,
+                error.stage().as_str(),
+                error.reason(),
+            ])
             .inc();
         self.refresh_duration.observe(took.as_secs_f64());
     }
@@ -405,29 +414,37 @@ impl TenantMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::ProductCounts;
+    use crate::reports::user_counts::{self, ActivationReport, ProductCounts};
+    use crate::reports::Encoded;
+
+    fn cached(tenant: &str, report: &ActivationReport) -> Arc<CachedReport> {
+        Arc::new(CachedReport {
+            kind: &user_counts::KIND,
+            encoded: Encoded {
+                refresh_date: report.refresh_date,
+                rows: report.products.len() as u64,
+                families: user_counts::encode(tenant, report),
+            },
+            fetched: SystemTime::now(),
+        })
+    }
 
     #[test]
-    fn report_lines_escape_labels_and_skip_missing_columns() {
-        let report = ActivationReport {
-            refresh_date: chrono::NaiveDate::from_ymd_opt(2026, 11, 25),
-            products: vec![ProductCounts {
-                product_type: "A \"B\" \\ C".into(),
-                assigned: 10,
-                activated: 7,
-                shared_computer_activation: None,
-            }],
-        };
-        let samples = encode_report("con\"toso", &report);
-        assert_eq!(
-            samples.families[0],
-            "office365_activations_assigned_users{tenant=\"con\\\"toso\",product_type=\"A \\\"B\\\" \\\\ C\"} 10\n"
+    fn the_report_date_is_a_series_per_report_and_leaves_with_a_dateless_report() {
+        let metrics = Metrics::new("1h");
+        let report = metrics.report("con\"toso", &user_counts::KIND);
+        let render = || String::from_utf8(metrics.render_cached(&[])).unwrap();
+        report.refresh_succeeded(
+            SystemTime::now(),
+            NaiveDate::from_ymd_opt(2026, 11, 25),
+            None,
+            Duration::ZERO,
         );
-        assert!(samples.families[2].is_empty());
-        assert_eq!(
-            samples.families[3],
-            "office365_activations_report_refresh_timestamp_seconds{tenant=\"con\\\"toso\"} 1795564800\n"
-        );
+        assert!(render().contains(
+            "office365_activations_report_refresh_timestamp_seconds{report=\"user_counts\",tenant=\"con\\\"toso\"} 1795564800\n"
+        ), "{}", render());
+        report.refresh_succeeded(SystemTime::now(), None, None, Duration::ZERO);
+        assert!(!render().contains(&format!("{REFRESH_TIMESTAMP}{{")));
     }
 
     #[cfg(target_os = "linux")]
@@ -471,9 +488,10 @@ mod tests {
                 shared_computer_activation: Some(n),
             }],
         };
-        let a = encode_report("a", &report(1));
-        let b = encode_report("b", &report(2));
-        let text = String::from_utf8(metrics.render_cached([&a, &b].into_iter())).unwrap();
+        let text = String::from_utf8(
+            metrics.render_cached(&[cached("a", &report(1)), cached("b", &report(2))]),
+        )
+        .unwrap();
         assert_eq!(
             text.matches("# TYPE office365_activations_assigned_users gauge")
                 .count(),
@@ -496,7 +514,7 @@ mod tests {
     fn credential_expiry_appears_only_when_reported_and_leaves_with_the_tenant() {
         let metrics = Metrics::new("1h");
         let tenant = metrics.tenant("contoso");
-        let render = |m: &Metrics| String::from_utf8(m.render_cached(std::iter::empty())).unwrap();
+        let render = |m: &Metrics| String::from_utf8(m.render_cached(&[])).unwrap();
         assert!(!render(&metrics).contains(CREDENTIAL_EXPIRY));
         let observe = tenant.credential_expiry_observer();
         observe(UNIX_EPOCH + Duration::from_secs(1_900_000_000));

@@ -272,7 +272,7 @@ async fn handle(
         "/" => response(StatusCode::OK, "text/html; charset=utf-8", landing_page(exporter, &options.telemetry_path)),
         "/-/healthy" => response(StatusCode::OK, "text/plain; charset=utf-8", "Healthy\n"),
         "/-/ready" if exporter.ready() => response(StatusCode::OK, "text/plain; charset=utf-8", "Ready\n"),
-        "/-/ready" => response(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "Not ready: not every tenant has loaded its report yet (reports load at the first scrape)\n"),
+        "/-/ready" => response(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "Not ready: not every tenant has loaded each of its reports yet (reports load at the first scrape)\n"),
         _ => response(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found\n"),
     }
 }
@@ -322,47 +322,49 @@ fn escape_html(text: &str) -> String {
 fn landing_page(exporter: &Exporter, telemetry_path: &str) -> String {
     let mut rows = String::new();
     for tenant in exporter.tenants().iter() {
-        let status = tenant.status();
-        let (products, date, fetched) = match &status.report {
-            Some(cached) => (
-                cached.report.products.len().to_string(),
-                cached
-                    .report
-                    .refresh_date
-                    .map_or_else(|| "-".into(), |d| d.to_string()),
-                chrono::DateTime::<chrono::Utc>::from(cached.fetched)
-                    .format("%Y-%m-%d %H:%M:%S UTC")
-                    .to_string(),
-            ),
-            None => (
-                "-".into(),
-                "-".into(),
-                "not yet (loads at the first scrape)".into(),
-            ),
-        };
-        let state = match (&status.report, status.up) {
-            (_, true) => "up".to_owned(),
-            (None, false) if status.last_error.is_none() => {
-                "waiting for the first scrape".to_owned()
-            }
-            _ => format!("down: {}", status.last_error.as_deref().unwrap_or("-")),
-        };
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-            escape_html(tenant.name()),
-            escape_html(&state),
-            products,
-            date,
-            fetched
-        ));
+        for status in tenant.status() {
+            let (count, date, fetched) = match &status.report {
+                Some(cached) => (
+                    format!("{} {}", cached.encoded.rows, status.kind.rows),
+                    cached
+                        .encoded
+                        .refresh_date
+                        .map_or_else(|| "-".into(), |d| d.to_string()),
+                    chrono::DateTime::<chrono::Utc>::from(cached.fetched)
+                        .format("%Y-%m-%d %H:%M:%S UTC")
+                        .to_string(),
+                ),
+                None => (
+                    "-".into(),
+                    "-".into(),
+                    "not yet (loads at the first scrape)".into(),
+                ),
+            };
+            let state = match (&status.report, status.up) {
+                (_, true) => "up".to_owned(),
+                (None, false) if status.last_error.is_none() => {
+                    "waiting for the first scrape".to_owned()
+                }
+                _ => format!("down: {}", status.last_error.as_deref().unwrap_or("-")),
+            };
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                escape_html(tenant.name()),
+                status.kind.name,
+                escape_html(&state),
+                count,
+                date,
+                fetched
+            ));
+        }
     }
     let path = escape_html(telemetry_path);
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Office 365 Activations Exporter</title>\n\
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head>\n\
-<body>\n<h1>Office 365 Activations Exporter</h1>\n<p>Version {VERSION}. Microsoft 365 Apps activation counts from Microsoft Graph, cached and refreshed at scrape time.</p>\n\
+<body>\n<h1>Office 365 Activations Exporter</h1>\n<p>Version {VERSION}. Microsoft 365 Apps activations from Microsoft Graph, cached and refreshed at scrape time.</p>\n\
 <ul><li><a href=\"{path}\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>\n\
-<h2>Tenants</h2>\n<table>\n<tr><th>Tenant</th><th>State</th><th>Products</th><th>Report date</th><th>Fetched</th></tr>\n{rows}</table>\n</body>\n</html>\n"
+<h2>Tenants</h2>\n<table>\n<tr><th>Tenant</th><th>Report</th><th>State</th><th>Rows</th><th>Report date</th><th>Fetched</th></tr>\n{rows}</table>\n</body>\n</html>\n"
     )
 }
 

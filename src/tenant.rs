@@ -1,10 +1,14 @@
-//! One tenant: its cached report, and the state machine that decides when Graph may be asked.
+//! One tenant: its reports, each with its cache and the state machine that decides when Graph
+//! may be asked for it.
 //!
-//! A scrape calls [`Tenant::ensure_fresh`]. When the cached report is older than the TTL, no
-//! refresh is running, and Graph's Retry-After (or our own backoff after a failure) has passed,
-//! it spawns one refresh task and hands back a receiver to wait on; every other scrape in the
-//! meantime gets the same receiver (single flight). The refresh runs to its end even if the
-//! scrape that started it gives up. A failed refresh keeps the last good report.
+//! A tenant holds one [`Report`] per enabled report kind ([`crate::reports`]), each with its own
+//! cache, TTL, request budget, Retry-After and backoff: one report failing or throttled never
+//! touches another's. A scrape calls [`Tenant::ensure_fresh`]. When a cached report is older than
+//! its TTL, no refresh of it is running, and Graph's Retry-After (or our own backoff after a
+//! failure) has passed, it spawns one refresh task and hands back a receiver to wait on; every
+//! other scrape in the meantime gets the same receiver (single flight). The refresh runs to its
+//! end even if the scrape that started it gives up. A failed refresh keeps the last good report.
+//! The reports of a tenant share its token, fetched once for all of them.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +18,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
-use crate::config::TenantConfig;
-use crate::credentials::{self, CredentialParams, TokenCache};
+use crate::config::{ReportConfig, TenantConfig};
+use crate::credentials::{self, CredentialParams, Secret, TokenCache};
 use crate::error::Error;
 use crate::graph::{GraphClient, ReportFormat};
-use crate::metrics::{encode_report, ReportSamples, TenantMetrics};
-use crate::report::{self, ActivationReport};
+use crate::metrics::{Metrics, ReportMetrics, TenantMetrics};
+use crate::reports::{Encoded, ReportKind};
 
 /// The first retry after a failure waits about this long; each further failure doubles it.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
@@ -30,15 +34,20 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(600);
 /// (at random), so tenants loaded together do not all expire in the same second.
 pub const TTL_JITTER: f64 = 0.1;
 
-/// Graph's throttling window for report downloads: 14 per 10 minutes per app and tenant.
+/// Graph's throttling window for report downloads: 14 per 10 minutes per app, tenant and report
+/// API (CSV); 100 for the beta JSON.
 pub const REPORT_WINDOW: Duration = Duration::from_secs(600);
 
-/// At most this many report requests per tenant in any [`REPORT_WINDOW`], under Graph's 14
-/// whatever the TTL, the scrape rate and the failures (backoff after a success-failure mix, a
-/// Graph 401 retried within a refresh) would otherwise add up to.
+/// At most this many CSV report requests per tenant and report in any [`REPORT_WINDOW`], under
+/// Graph's 14 whatever the TTL, the scrape rate and the failures (backoff after a success-failure
+/// mix, a Graph 401 retried within a refresh) would otherwise add up to.
 pub const REPORT_BUDGET: usize = 12;
 
-/// The most report requests one refresh makes: the first, and one retry after a Graph 401.
+/// The same for the beta JSON, whose limit is 100; every page of a paged report counts.
+pub const JSON_REPORT_BUDGET: usize = 90;
+
+/// The requests one refresh may need beyond its pages: the first, and one retry after a Graph
+/// 401. A refresh starts only with this much room left in the window.
 const REPORT_REQUESTS_PER_REFRESH: usize = 2;
 
 /// What all tenants of an exporter share.
@@ -56,15 +65,15 @@ pub struct Shared {
 /// A report as served, with when it was fetched.
 #[derive(Debug)]
 pub struct CachedReport {
-    /// The parsed report.
-    pub report: ActivationReport,
-    /// Its gauges, encoded once.
-    pub samples: ReportSamples,
+    /// Which report.
+    pub kind: ReportKind,
+    /// Its gauges, encoded once, with its date and row count.
+    pub encoded: Encoded,
     /// Wall-clock time of the fetch, for the landing page.
     pub fetched: SystemTime,
 }
 
-/// What [`Tenant::ensure_fresh`] found.
+/// What [`Tenant::ensure_fresh`] found for one report.
 #[derive(Debug)]
 pub enum Freshness {
     /// A refresh runs; the receiver's `changed()` completes when it ends.
@@ -73,9 +82,11 @@ pub enum Freshness {
     Until(Instant),
 }
 
-/// What the landing page shows of a tenant.
+/// What the landing page shows of one report of a tenant.
 #[derive(Clone, Debug)]
 pub struct Status {
+    /// Which report.
+    pub kind: ReportKind,
     /// The latest completed refresh succeeded.
     pub up: bool,
     /// The report being served, if any.
@@ -101,14 +112,13 @@ struct State {
     /// The latest failure, for the landing page.
     last_error: Option<String>,
     /// When the report requests of the last [`REPORT_WINDOW`] were sent, oldest first, to keep
-    /// within [`REPORT_BUDGET`].
+    /// within the budget.
     report_requests: VecDeque<Instant>,
 }
 
 impl State {
-    /// When a refresh may start without taking the report requests of the window past
-    /// [`REPORT_BUDGET`]; forgets the requests that left the window.
-    fn budget_allows_at(&mut self, now: Instant) -> Option<Instant> {
+    /// Forgets the requests that left the window at `now`.
+    fn prune(&mut self, now: Instant) {
         while self
             .report_requests
             .front()
@@ -116,7 +126,13 @@ impl State {
         {
             self.report_requests.pop_front();
         }
-        let allowed = REPORT_BUDGET - REPORT_REQUESTS_PER_REFRESH;
+    }
+
+    /// When a refresh may start without taking the report requests of the window past
+    /// `budget`; forgets the requests that left the window.
+    fn budget_allows_at(&mut self, now: Instant, budget: usize) -> Option<Instant> {
+        self.prune(now);
+        let allowed = budget - REPORT_REQUESTS_PER_REFRESH;
         let excess = self.report_requests.len().checked_sub(allowed)?;
         // With `excess` requests too many, the refresh may start once the oldest `excess` have
         // left the window.
@@ -125,28 +141,68 @@ impl State {
     }
 }
 
-/// One tenant of the exporter.
-pub struct Tenant {
-    /// The `tenant` label value.
-    name: String,
-    /// How long a report is served before a scrape refreshes it.
+/// One report of one tenant: what it fetches, and its state.
+pub struct Report {
+    /// Which report.
+    kind: ReportKind,
+    /// How long the report is served before a scrape refreshes it.
     ttl: Duration,
-    /// The configuration it was built from, to tell on reload whether it changed.
-    config: TenantConfig,
-    /// What all tenants share.
-    shared: Shared,
-    /// This tenant's token, reused until shortly before it expires.
-    token: TokenCache,
-    /// Requests and downloads the report.
+    /// Requests the report and downloads it.
     graph: GraphClient,
-    /// This tenant's self-metric handles.
-    metrics: TenantMetrics,
+    /// Report requests allowed per [`REPORT_WINDOW`]: CSV and JSON have their own limits.
+    budget: usize,
+    /// Its self-metric handles.
+    metrics: ReportMetrics,
     /// Everything that changes; the lock is never held across an `.await`.
     state: Mutex<State>,
 }
 
+impl Report {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Nothing panics while holding the lock; should it ever, the state is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Which report.
+    pub fn kind(&self) -> ReportKind {
+        self.kind
+    }
+
+    /// Counts one request to Graph against the window, refusing it past the budget.
+    fn count_request(&self) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut state = self.state();
+        state.prune(now);
+        if state.report_requests.len() >= self.budget {
+            return Err(Error::OverBudget {
+                budget: self.budget,
+            });
+        }
+        state.report_requests.push_back(now);
+        Ok(())
+    }
+}
+
+/// One tenant of the exporter.
+pub struct Tenant {
+    /// The `tenant` label value.
+    name: String,
+    /// The configuration it was built from, to tell on reload whether it changed.
+    config: TenantConfig,
+    /// What all tenants share.
+    shared: Shared,
+    /// This tenant's token, reused until shortly before it expires, for all its reports.
+    token: TokenCache,
+    /// Held while a token is fetched, so two reports refreshing at once ask Entra ID once.
+    token_fetch: tokio::sync::Mutex<()>,
+    /// The enabled reports, in the configuration's order.
+    reports: Vec<Report>,
+    /// The tenant's own self-metric handles (credential expiry).
+    _metrics: TenantMetrics,
+}
+
 /// Clears the in-flight marker when a refresh task ends, even by a panic.
-struct InflightGuard<'a>(&'a Tenant);
+struct InflightGuard<'a>(&'a Report);
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
@@ -167,12 +223,8 @@ pub fn backoff(failures: u32, ttl: Duration) -> Duration {
 
 impl Tenant {
     /// A tenant from its configuration; nothing is fetched until the first scrape.
-    pub fn new(
-        config: &TenantConfig,
-        shared: Shared,
-        max_report_size: u64,
-        metrics: TenantMetrics,
-    ) -> Result<Tenant, String> {
+    pub fn new(config: &TenantConfig, shared: Shared, metrics: &Metrics) -> Result<Tenant, String> {
+        let tenant_metrics = metrics.tenant(&config.name);
         let credential = credentials::build(
             &config.credential,
             CredentialParams {
@@ -181,24 +233,39 @@ impl Tenant {
                 client_id: &config.client_id,
                 authority_host: &config.authority_host,
                 scope: &config.scope,
-                expiry: Some(metrics.credential_expiry_observer()),
+                expiry: Some(tenant_metrics.credential_expiry_observer()),
             },
         )?;
+        let reports = config
+            .reports
+            .iter()
+            .map(|report: &ReportConfig| Report {
+                kind: report.kind,
+                ttl: report.cache_ttl,
+                graph: GraphClient::new(
+                    shared.http.clone(),
+                    &config.graph_endpoint,
+                    &config.api_version,
+                    report.kind.api,
+                    report.max_size,
+                )
+                .with_format(config.report_format),
+                budget: match config.report_format {
+                    ReportFormat::Csv => REPORT_BUDGET,
+                    ReportFormat::Json => JSON_REPORT_BUDGET,
+                },
+                metrics: metrics.report(&config.name, report.kind),
+                state: Mutex::new(State::default()),
+            })
+            .collect();
         Ok(Tenant {
             name: config.name.clone(),
-            ttl: config.cache_ttl,
-            graph: GraphClient::new(
-                shared.http.clone(),
-                &config.graph_endpoint,
-                &config.api_version,
-                max_report_size,
-            )
-            .with_format(config.report_format),
             config: config.clone(),
             shared,
             token: TokenCache::new(credential),
-            metrics,
-            state: Mutex::new(State::default()),
+            token_fetch: tokio::sync::Mutex::new(()),
+            reports,
+            _metrics: tenant_metrics,
         })
     }
 
@@ -212,31 +279,49 @@ impl Tenant {
         &self.config
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
-        // Nothing panics while holding the lock; should it ever, the state is still consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    /// The enabled reports.
+    pub fn reports(&self) -> &[Report] {
+        &self.reports
     }
 
-    /// The report being served.
-    pub fn cached(&self) -> Option<Arc<CachedReport>> {
-        self.state().report.clone()
+    /// The reports being served (those loaded at least once).
+    pub fn cached(&self) -> impl Iterator<Item = Arc<CachedReport>> + '_ {
+        self.reports.iter().filter_map(|r| r.state().report.clone())
     }
 
-    /// A snapshot for the landing page.
-    pub fn status(&self) -> Status {
-        let state = self.state();
-        Status {
-            up: state.up,
-            report: state.report.clone(),
-            last_error: state.last_error.clone(),
-        }
+    /// Every enabled report has loaded at least once.
+    pub fn loaded(&self) -> bool {
+        self.reports.iter().all(|r| r.state().report.is_some())
     }
 
-    /// Starts a refresh if the report is stale at `now` and Graph may be asked. Returns the
-    /// running refresh (new or already running) to wait on, or the instant until which nothing
-    /// will be started (the TTL, a Retry-After or the backoff).
-    pub fn ensure_fresh(self: &Arc<Self>, now: Instant) -> Freshness {
-        let mut state = self.state();
+    /// A snapshot of each report, for the landing page.
+    pub fn status(&self) -> Vec<Status> {
+        self.reports
+            .iter()
+            .map(|r| {
+                let state = r.state();
+                Status {
+                    kind: r.kind,
+                    up: state.up,
+                    report: state.report.clone(),
+                    last_error: state.last_error.clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Starts a refresh of each report that is stale at `now` and that Graph may be asked for.
+    /// Returns, per report, the running refresh (new or already running) to wait on, or the
+    /// instant until which nothing will be started (the TTL, a Retry-After or the backoff).
+    pub fn ensure_fresh(self: &Arc<Self>, now: Instant) -> Vec<Freshness> {
+        (0..self.reports.len())
+            .map(|index| self.ensure_report_fresh(index, now))
+            .collect()
+    }
+
+    fn ensure_report_fresh(self: &Arc<Self>, index: usize, now: Instant) -> Freshness {
+        let report = &self.reports[index];
+        let mut state = report.state();
         if let Some(running) = &state.inflight {
             return Freshness::Refreshing(running.clone());
         }
@@ -245,10 +330,14 @@ impl Tenant {
         if let Some(due) = due.filter(|due| now < *due) {
             return Freshness::Until(due);
         }
-        if let Some(due) = state.budget_allows_at(now).filter(|due| now < *due) {
+        if let Some(due) = state
+            .budget_allows_at(now, report.budget)
+            .filter(|due| now < *due)
+        {
             tracing::info!(
                 tenant = %self.name,
-                budget = REPORT_BUDGET,
+                report = report.kind.name,
+                budget = report.budget,
                 wait_seconds = due.duration_since(now).as_secs_f64(),
                 "Report request budget of the 10-minute window used up; serving the cache until it frees"
             );
@@ -259,67 +348,83 @@ impl Tenant {
         drop(state);
         let tenant = Arc::clone(self);
         tokio::spawn(async move {
-            let _guard = InflightGuard(&tenant);
+            let report = &tenant.reports[index];
+            let _guard = InflightGuard(report);
             // Closed only if the exporter is going away; then refreshing anyway is harmless.
             let _slot = tenant.shared.refresh_slots.acquire().await.ok();
-            let _ = tenant.refresh().await;
+            let _ = tenant.refresh_report(report).await;
             drop(done);
         });
         Freshness::Refreshing(running)
     }
 
-    /// Runs one refresh now and records its outcome; the error is returned as well (for
-    /// `check`). Scrapes go through [`Tenant::ensure_fresh`] instead.
-    pub async fn refresh(&self) -> Result<(), Error> {
+    /// Refreshes every report once, one after another, and returns each outcome (for `check`).
+    /// Scrapes go through [`Tenant::ensure_fresh`] instead.
+    pub async fn refresh(&self) -> Vec<(ReportKind, Result<(), Error>)> {
+        let mut outcomes = Vec::with_capacity(self.reports.len());
+        for report in &self.reports {
+            outcomes.push((report.kind, self.refresh_report(report).await));
+        }
+        outcomes
+    }
+
+    /// Runs one refresh of `report` now and records its outcome.
+    async fn refresh_report(&self, report: &Report) -> Result<(), Error> {
         let started = Instant::now();
-        self.metrics.refresh_started();
+        report.metrics.refresh_started();
         self.shared.generation.fetch_add(1, Ordering::Release);
-        let result = self.fetch().await;
+        let result = self.fetch(report).await;
         let took = started.elapsed();
         let now = Instant::now();
-        let mut state = self.state();
+        let mut state = report.state();
         let outcome = match result {
-            Ok((report, redirect_latency)) => {
+            Ok((encoded, redirect_latency)) => {
                 tracing::info!(
                     tenant = %self.name,
-                    products = report.products.len(),
-                    refresh_date = %report.refresh_date.map_or_else(|| "-".to_owned(), |d| d.to_string()),
+                    report = report.kind.name,
+                    rows = encoded.rows,
+                    refresh_date = %encoded.refresh_date.map_or_else(|| "-".to_owned(), |d| d.to_string()),
                     duration_seconds = took.as_secs_f64(),
-                    "Refreshed the activations report"
+                    "Refreshed the report"
                 );
                 let fetched = SystemTime::now();
+                report.metrics.refresh_succeeded(
+                    fetched,
+                    encoded.refresh_date,
+                    redirect_latency,
+                    took,
+                );
                 state.report = Some(Arc::new(CachedReport {
-                    samples: encode_report(&self.name, &report),
-                    report,
+                    kind: report.kind,
+                    encoded,
                     fetched,
                 }));
-                let jitter = self.ttl.mul_f64(TTL_JITTER * fastrand::f64());
-                state.expires_at = Some(now + self.ttl - jitter);
+                let jitter = report.ttl.mul_f64(TTL_JITTER * fastrand::f64());
+                state.expires_at = Some(now + report.ttl - jitter);
                 state.not_before = None;
                 state.failures = 0;
                 state.up = true;
                 state.last_error = None;
-                self.metrics
-                    .refresh_succeeded(fetched, redirect_latency, took);
                 Ok(())
             }
             Err(error) => {
                 state.failures += 1;
-                let wait =
-                    backoff(state.failures, self.ttl).max(error.retry_after().unwrap_or_default());
+                let wait = backoff(state.failures, report.ttl)
+                    .max(error.retry_after().unwrap_or_default());
                 state.not_before = Some(now + wait);
                 state.up = false;
                 state.last_error = Some(error.to_string());
                 tracing::warn!(
                     tenant = %self.name,
+                    report = report.kind.name,
                     stage = error.stage().as_str(),
                     reason = error.reason(),
                     retry_after_seconds = wait.as_secs_f64(),
                     serving_stale = state.report.is_some(),
                     error = %error,
-                    "Refresh of the activations report failed"
+                    "Refresh of the report failed"
                 );
-                self.metrics.refresh_failed(&error, took);
+                report.metrics.refresh_failed(&error, took);
                 Err(error)
             }
         };
@@ -328,15 +433,26 @@ impl Tenant {
         outcome
     }
 
+    /// The tenant's token, fetched once however many reports ask at the same time.
+    async fn token(&self) -> Result<Secret, Error> {
+        let _one_at_a_time = self.token_fetch.lock().await;
+        self.token.token(&self.shared.http).await
+    }
+
     /// Token, report, download, parse; a Graph 401 drops the token and tries once more.
-    async fn fetch(&self) -> Result<(ActivationReport, Option<Duration>), Error> {
+    async fn fetch(&self, report: &Report) -> Result<(Encoded, Option<Duration>), Error> {
         let mut retried = false;
         loop {
-            let token = self.token.token(&self.shared.http).await?;
-            self.state().report_requests.push_back(Instant::now());
-            match self.graph.fetch_report(&token).await {
+            let token = self.token().await?;
+            let mut parser = (report.kind.parser)();
+            let mut count = || report.count_request();
+            match report
+                .graph
+                .fetch(&token, parser.as_mut(), &mut count)
+                .await
+            {
                 Err(error) if error.is_unauthorized_token() && !retried => {
-                    tracing::debug!(tenant = %self.name, "Graph refused the token; fetching a new one");
+                    tracing::debug!(tenant = %self.name, report = report.kind.name, "Graph refused the token; fetching a new one");
                     self.token.invalidate();
                     retried = true;
                 }
@@ -346,12 +462,9 @@ impl Tenant {
                     }
                     return Err(error);
                 }
-                Ok(download) => {
-                    let report = match self.graph.format() {
-                        ReportFormat::Csv => report::parse_csv(&download.body)?,
-                        ReportFormat::Json => report::parse_json(&download.body)?,
-                    };
-                    return Ok((report, download.redirect_latency));
+                Ok(fetched) => {
+                    let encoded = parser.finish(&self.name)?;
+                    return Ok((encoded, fetched.redirect_latency));
                 }
             }
         }
@@ -372,7 +485,7 @@ mod tests {
                 .push_back(start + Duration::from_secs(i));
         }
         assert_eq!(
-            state.budget_allows_at(start + Duration::from_secs(10)),
+            state.budget_allows_at(start + Duration::from_secs(10), REPORT_BUDGET),
             None
         );
         state
@@ -380,9 +493,15 @@ mod tests {
             .push_back(start + Duration::from_secs(10));
         // 11 sent: the refresh may make 2, so the oldest must leave the window first.
         let now = start + Duration::from_secs(11);
-        assert_eq!(state.budget_allows_at(now), Some(start + REPORT_WINDOW));
+        assert_eq!(
+            state.budget_allows_at(now, REPORT_BUDGET),
+            Some(start + REPORT_WINDOW)
+        );
         // Once it has, it is forgotten.
-        assert_eq!(state.budget_allows_at(start + REPORT_WINDOW), None);
+        assert_eq!(
+            state.budget_allows_at(start + REPORT_WINDOW, REPORT_BUDGET),
+            None
+        );
         assert_eq!(state.report_requests.len(), 10);
     }
 

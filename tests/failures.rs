@@ -77,7 +77,7 @@ async fn assert_stale_kept(name: &str, fault: Fault, stage: &str, reason: &str) 
         advance(Duration::from_secs(61)).await;
         scrape.await.unwrap();
         until("the refresh failed", || {
-            h.exporter.tenants()[0].status().last_error.is_some()
+            h.exporter.tenants()[0].status()[0].last_error.is_some()
         })
         .await;
     }
@@ -101,12 +101,12 @@ async fn assert_stale_kept(name: &str, fault: Fault, stage: &str, reason: &str) 
     assert_eq!(
         m.get(
             "office365_activations_refreshes_total",
-            &[("tenant", "contoso")]
+            &[("tenant", "contoso"), ("report", "user_counts")]
         ),
         Some(2.0),
         "{name}"
     );
-    let status = h.exporter.tenants()[0].status();
+    let status = &h.exporter.tenants()[0].status()[0];
     assert!(
         status.last_error.is_some(),
         "{name}: the landing page shows the error"

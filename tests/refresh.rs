@@ -36,7 +36,7 @@ async fn scrape_serves_the_report_values() {
     assert_eq!(
         m.get(
             "office365_activations_report_refresh_timestamp_seconds",
-            &[("tenant", "contoso")]
+            &[("tenant", "contoso"), ("report", "user_counts")]
         ),
         Some(1_795_564_800.0), // 2026-11-25T00:00:00Z
     );
@@ -44,14 +44,14 @@ async fn scrape_serves_the_report_values() {
     assert_eq!(
         m.get(
             "office365_activations_refreshes_total",
-            &[("tenant", "contoso")]
+            &[("tenant", "contoso"), ("report", "user_counts")]
         ),
         Some(1.0)
     );
     let success = m
         .get(
             "office365_activations_last_refresh_success_timestamp_seconds",
-            &[("tenant", "contoso")],
+            &[("tenant", "contoso"), ("report", "user_counts")],
         )
         .expect("last success timestamp");
     let now = std::time::SystemTime::now()
@@ -62,14 +62,14 @@ async fn scrape_serves_the_report_values() {
     assert_eq!(
         m.get(
             "office365_activations_redirect_latency_seconds_count",
-            &[("tenant", "contoso")]
+            &[("tenant", "contoso"), ("report", "user_counts")]
         ),
         Some(1.0)
     );
     assert_eq!(
         m.get(
             "office365_activations_refresh_duration_seconds_count",
-            &[("tenant", "contoso")]
+            &[("tenant", "contoso"), ("report", "user_counts")]
         ),
         Some(1.0)
     );
@@ -286,10 +286,7 @@ async fn a_scrape_that_times_out_answers_with_the_cache_while_the_refresh_finish
     assert!(m.series("office365_activations_activated_users").is_empty());
     // The abandoned refresh goes on and lands.
     advance(Duration::from_secs(18)).await;
-    until("the refresh landed", || {
-        h.exporter.tenants()[0].cached().is_some()
-    })
-    .await;
+    until("the refresh landed", || h.exporter.tenants()[0].loaded()).await;
     let m = h.scrape().await;
     assert_eq!(
         m.activated("contoso", "MICROSOFT 365 APPS FOR ENTERPRISE"),

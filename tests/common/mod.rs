@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use office365_activations_exporter::config::TenantConfig;
+use office365_activations_exporter::config::{ReportConfig, TenantConfig};
 use office365_activations_exporter::credentials::client_secret::SecretSource;
 use office365_activations_exporter::credentials::{CredentialConfig, Secret};
 use office365_activations_exporter::exporter::Exporter;
@@ -21,6 +21,7 @@ use office365_activations_exporter::fake_graph::{
     FakeGraph, FakeGraphOptions, FakeProduct, FakeTenant, ReportData,
 };
 use office365_activations_exporter::http_client;
+pub use office365_activations_exporter::reports::{user_counts, ReportKind};
 use office365_activations_exporter::server::{self, ServerOptions};
 use reqwest::Url;
 use tokio::sync::oneshot;
@@ -72,6 +73,8 @@ pub struct Options {
     pub resolve_clouds: bool,
     /// `--http.proxy` of the exporter's client.
     pub proxy: Option<Url>,
+    /// The reports every tenant runs (user counts alone unless a test says otherwise).
+    pub reports: Vec<ReportKind>,
 }
 
 impl Default for Options {
@@ -86,6 +89,7 @@ impl Default for Options {
             configure: None,
             resolve_clouds: false,
             proxy: None,
+            reports: vec![&user_counts::KIND],
         }
     }
 }
@@ -137,6 +141,15 @@ impl Harness {
                 report_format: Default::default(),
                 scope: format!("{}/.default", fake.graph_endpoint()),
                 cache_ttl: options.ttl,
+                reports: options
+                    .reports
+                    .iter()
+                    .map(|&kind| ReportConfig {
+                        kind,
+                        cache_ttl: options.ttl,
+                        max_size: options.max_report_size,
+                    })
+                    .collect(),
             })
             .collect();
         if let Some(configure) = options.configure.take() {
@@ -154,9 +167,7 @@ impl Harness {
             resolve: &resolve,
         })
         .unwrap();
-        let exporter = Arc::new(
-            Exporter::new(&configs, http, options.max_report_size, options.concurrency).unwrap(),
-        );
+        let exporter = Arc::new(Exporter::new(&configs, http, options.concurrency).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
@@ -324,8 +335,17 @@ impl Metrics {
             .collect()
     }
 
+    /// `up` of the tenant's user counts report.
     pub fn up(&self, tenant: &str) -> Option<f64> {
-        self.get("office365_activations_up", &[("tenant", tenant)])
+        self.report_up(tenant, "user_counts")
+    }
+
+    /// `up` of one report of the tenant.
+    pub fn report_up(&self, tenant: &str, report: &str) -> Option<f64> {
+        self.get(
+            "office365_activations_up",
+            &[("tenant", tenant), ("report", report)],
+        )
     }
 
     pub fn activated(&self, tenant: &str, product: &str) -> Option<f64> {
@@ -346,12 +366,29 @@ impl Metrics {
         self.error_series(tenant, stage, reason).unwrap_or(0.0)
     }
 
-    /// The `fetch_errors_total` sample of `tenant`, `stage` and `reason`; `None` when the series
-    /// is not exported at all (unlike [`Metrics::errors`], which reads absent as 0).
+    /// The `fetch_errors_total` sample of `tenant`'s user counts report, `stage` and `reason`;
+    /// `None` when the series is not exported at all (unlike [`Metrics::errors`], which reads
+    /// absent as 0).
     pub fn error_series(&self, tenant: &str, stage: &str, reason: &str) -> Option<f64> {
+        self.report_error_series(tenant, "user_counts", stage, reason)
+    }
+
+    /// The `fetch_errors_total` sample of one report of the tenant.
+    pub fn report_error_series(
+        &self,
+        tenant: &str,
+        report: &str,
+        stage: &str,
+        reason: &str,
+    ) -> Option<f64> {
         self.get(
             "office365_activations_fetch_errors_total",
-            &[("tenant", tenant), ("stage", stage), ("reason", reason)],
+            &[
+                ("tenant", tenant),
+                ("report", report),
+                ("stage", stage),
+                ("reason", reason),
+            ],
         )
     }
 }
@@ -511,11 +548,11 @@ pub fn promtool_metrics_check(text: &str) -> (bool, String) {
     (output.status.success(), said)
 }
 
-/// The latest refresh error of tenant `i`, as the landing page shows it.
+/// The latest refresh error of tenant `i`'s first report, as the landing page shows it.
 pub fn last_error(h: &Harness, i: usize) -> String {
-    h.exporter.tenants()[i]
-        .status()
+    h.exporter.tenants()[i].status()[0]
         .last_error
+        .clone()
         .unwrap_or_default()
 }
 

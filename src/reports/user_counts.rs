@@ -1,17 +1,51 @@
-//! The activations report as data, and the parser that turns Graph's CSV into it.
+//! The user counts report (`getOffice365ActivationsUserCounts`): per product type, users
+//! assigned a licence and users who activated it. The report the exporter started with.
 //!
-//! Pure functions, no I/O. The parser is strict about what matters (every required column, integer
-//! counts, a valid date) and lenient about what Graph is known to vary (a UTF-8 byte order mark,
-//! CRLF or LF, quoted fields, reordered or extra columns, no Shared Computer Activation column, a
-//! header-only file). Anything it rejects is rejected whole, so the cache keeps the last good report.
-//!
-//! [`parse_json`] reads the beta JSON form of the same report into the same [`ActivationReport`],
-//! so the metrics are identical whichever format was asked for.
+//! CSV: `Report Refresh Date,Product Type,Assigned,Activated,Shared Computer Activation` (older
+//! tenants lack the last column). Beta JSON: `{"value":[{"reportRefreshDate","productType",
+//! "assigned","activated","sharedComputerActivation"}]}`. Both parse into the same
+//! [`ActivationReport`], so the metrics are identical whichever format was asked for.
+
+use std::fmt::Write as _;
 
 use chrono::NaiveDate;
 
+use super::csv::{Header, Row};
+use super::{json, Aggregate, Family, Kind, ParseError, Stream};
+
+/// `office365_activations_assigned_users`.
+pub const ASSIGNED: &str = "office365_activations_assigned_users";
+/// `office365_activations_activated_users`.
+pub const ACTIVATED: &str = "office365_activations_activated_users";
+/// `office365_activations_shared_computer_activated_users`.
+pub const SHARED: &str = "office365_activations_shared_computer_activated_users";
+
+/// The kind.
+pub static KIND: Kind = Kind {
+    name: "user_counts",
+    api: "getOffice365ActivationsUserCounts",
+    default_enabled: true,
+    large: false,
+    rows: "products",
+    families: &[
+        Family {
+            name: ASSIGNED,
+            help: "Users assigned a licence that includes the product (Assigned column of Graph's Office activations user counts report).",
+        },
+        Family {
+            name: ACTIVATED,
+            help: "Users who activated the product on at least one device (Activated column of Graph's Office activations user counts report).",
+        },
+        Family {
+            name: SHARED,
+            help: "Users who activated the product through shared computer activation (Shared Computer Activation column, when the report has it).",
+        },
+    ],
+    parser: || Box::new(Stream::<Counts>::default()),
+};
+
 /// One download of the report, parsed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ActivationReport {
     /// The day the report covers (Report Refresh Date, UTC). `None` for a header-only report,
     /// which a tenant without Office licences gets.
@@ -34,132 +68,56 @@ pub struct ProductCounts {
     pub shared_computer_activation: Option<u64>,
 }
 
-/// Why a report body was rejected. Each variant is one bounded `reason` label value.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ParseError {
-    /// The body is not CSV at all (an HTML error page, a JSON error, an empty body).
-    #[error("report is not CSV: {0}")]
-    NotCsv(String),
-    /// The body is not the JSON report (when JSON was asked for).
-    #[error("report is not the expected JSON: {0}")]
-    NotJson(String),
-    /// A column the exporter needs is absent from the header row.
-    #[error("report has no {0:?} column (header: {1})")]
-    MissingColumn(&'static str, String),
-    /// A row holds a value that is not what its column promises.
-    #[error("report row {row}: {detail}")]
-    InvalidValue {
-        /// 1-based line number of the offending record, as a human counts in the file.
-        row: u64,
-        /// What is wrong, naming the column and the value.
-        detail: String,
-    },
-}
-
-impl ParseError {
-    /// The `reason` label value for `office365_activations_fetch_errors_total{stage="parse"}`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            ParseError::NotCsv(_) => "not_csv",
-            ParseError::NotJson(_) => "invalid_response",
-            ParseError::MissingColumn(..) => "missing_column",
-            ParseError::InvalidValue { .. } => "invalid_value",
-        }
-    }
-}
-
 const REFRESH_DATE: &str = "Report Refresh Date";
 const PRODUCT_TYPE: &str = "Product Type";
-const ASSIGNED: &str = "Assigned";
-const ACTIVATED: &str = "Activated";
-const SHARED: &str = "Shared Computer Activation";
+const ASSIGNED_COLUMN: &str = "Assigned";
+const ACTIVATED_COLUMN: &str = "Activated";
+const SHARED_COLUMN: &str = "Shared Computer Activation";
 
-/// Parses the CSV body of the Office activations report.
-pub fn parse_csv(body: &[u8]) -> Result<ActivationReport, ParseError> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    match first {
-        None => return Err(ParseError::NotCsv("empty body".into())),
-        Some(b'<') => return Err(ParseError::NotCsv("body looks like HTML or XML".into())),
-        Some(b'{') | Some(b'[') => return Err(ParseError::NotCsv("body looks like JSON".into())),
-        Some(_) => {}
-    }
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(body);
-    let headers = reader
-        .headers()
-        .map_err(|e| ParseError::NotCsv(format!("unreadable header row: {e}")))?
-        .clone();
-    let header_line = headers.iter().collect::<Vec<_>>().join(",");
-    let column = |name: &'static str| {
-        headers
-            .iter()
-            .position(|h| h.eq_ignore_ascii_case(name))
-            .ok_or_else(|| ParseError::MissingColumn(name, header_line.clone()))
-    };
-    let date_col = column(REFRESH_DATE)?;
-    let product_col = column(PRODUCT_TYPE)?;
-    let assigned_col = column(ASSIGNED)?;
-    let activated_col = column(ACTIVATED)?;
-    let shared_col = column(SHARED).ok();
+/// Column positions in the CSV.
+#[derive(Debug, Default)]
+struct Columns {
+    date: usize,
+    product: usize,
+    assigned: usize,
+    activated: usize,
+    shared: Option<usize>,
+}
 
-    let mut report = ActivationReport {
-        refresh_date: None,
-        products: Vec::new(),
-    };
-    for record in reader.records() {
-        let record = record.map_err(|e| ParseError::InvalidValue {
-            row: e.position().map_or(0, |p| p.line()),
-            detail: format!("malformed CSV record: {e}"),
-        })?;
-        let row = record.position().map_or(0, |p| p.line());
-        let invalid = |detail: String| ParseError::InvalidValue { row, detail };
-        let field = |col: usize| record.get(col).unwrap_or("");
-        let count = |col: usize, name: &str| {
-            let raw = field(col);
-            raw.parse::<u64>().map_err(|_| {
-                invalid(format!(
-                    "{name} must be a non-negative integer, got {raw:?}"
-                ))
-            })
-        };
+/// The report as it is read.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// Where the columns are (CSV only).
+    columns: Columns,
+    /// The rows so far.
+    report: ActivationReport,
+}
 
-        let raw_date = field(date_col);
-        let date = NaiveDate::parse_from_str(raw_date, "%Y-%m-%d").map_err(|_| {
-            invalid(format!(
-                "{REFRESH_DATE} must be YYYY-MM-DD, got {raw_date:?}"
-            ))
-        })?;
+impl Counts {
+    /// Adds a product, refusing a second row for the same product type.
+    fn push(
+        &mut self,
+        product: ProductCounts,
+        date: NaiveDate,
+        row: u64,
+        what: &str,
+    ) -> Result<(), ParseError> {
         // All rows carry the same date; should they ever differ, the newest is the report's date.
-        report.refresh_date = report.refresh_date.max(Some(date));
-
-        let product_type = field(product_col);
-        if product_type.is_empty() {
-            return Err(invalid(format!("{PRODUCT_TYPE} is empty")));
-        }
-        if report
+        self.report.refresh_date = self.report.refresh_date.max(Some(date));
+        if self
+            .report
             .products
             .iter()
-            .any(|p| p.product_type == product_type)
+            .any(|p| p.product_type == product.product_type)
         {
-            return Err(invalid(format!(
-                "{PRODUCT_TYPE} {product_type:?} appears twice"
-            )));
+            return Err(ParseError::InvalidValue {
+                row,
+                detail: format!("{what} {:?} appears twice", product.product_type),
+            });
         }
-        let shared_computer_activation = match shared_col {
-            Some(col) if !field(col).is_empty() => Some(count(col, SHARED)?),
-            _ => None,
-        };
-        report.products.push(ProductCounts {
-            product_type: product_type.to_owned(),
-            assigned: count(assigned_col, ASSIGNED)?,
-            activated: count(activated_col, ACTIVATED)?,
-            shared_computer_activation,
-        });
+        self.report.products.push(product);
+        Ok(())
     }
-    Ok(report)
 }
 
 /// One entry of the JSON report's `value`.
@@ -174,92 +132,103 @@ struct JsonRow {
     shared_computer_activation: Option<serde_json::Value>,
 }
 
-/// The JSON report: `{"value":[...]}`.
-#[derive(serde::Deserialize)]
-struct JsonReport {
-    value: Vec<JsonRow>,
-    #[serde(rename = "@odata.nextLink")]
-    next_link: Option<String>,
+impl Aggregate for Counts {
+    fn columns(&mut self, header: &Header) -> Result<(), ParseError> {
+        self.columns = Columns {
+            date: header.column(REFRESH_DATE)?,
+            product: header.column(PRODUCT_TYPE)?,
+            assigned: header.column(ASSIGNED_COLUMN)?,
+            activated: header.column(ACTIVATED_COLUMN)?,
+            shared: header.optional(SHARED_COLUMN),
+        };
+        Ok(())
+    }
+
+    fn csv_row(&mut self, row: &Row<'_>) -> Result<(), ParseError> {
+        let c = &self.columns;
+        let date = super::parse_date(row.get(c.date), REFRESH_DATE, row.number)?;
+        let product_type = row.get(c.product);
+        if product_type.is_empty() {
+            return Err(row.invalid(format!("{PRODUCT_TYPE} is empty")));
+        }
+        let shared_computer_activation = match c.shared {
+            Some(col) if !row.get(col).is_empty() => Some(row.count(col, SHARED_COLUMN)?),
+            _ => None,
+        };
+        let product = ProductCounts {
+            product_type: product_type.to_owned(),
+            assigned: row.count(c.assigned, ASSIGNED_COLUMN)?,
+            activated: row.count(c.activated, ACTIVATED_COLUMN)?,
+            shared_computer_activation,
+        };
+        self.push(product, date, row.number, PRODUCT_TYPE)
+    }
+
+    fn json_page(&mut self, page: &[u8]) -> Result<Option<String>, ParseError> {
+        let page = json::page::<JsonRow>(page)?;
+        json::single(page.next_link)?;
+        for row in page.value {
+            let number = self.report.products.len() as u64 + 1;
+            let date = json::date(&row.report_refresh_date, "reportRefreshDate", number)?;
+            let product = ProductCounts {
+                product_type: json::product_type(row.product_type, number)?,
+                assigned: json::required(&row.assigned, "assigned", number)?,
+                activated: json::required(&row.activated, "activated", number)?,
+                shared_computer_activation: json::count(
+                    &row.shared_computer_activation,
+                    "sharedComputerActivation",
+                    number,
+                )?,
+            };
+            self.push(product, date, number, "productType")?;
+        }
+        Ok(None)
+    }
+
+    fn rows(&self) -> u64 {
+        self.report.products.len() as u64
+    }
+
+    fn refresh_date(&self) -> Option<NaiveDate> {
+        self.report.refresh_date
+    }
+
+    fn encode(&self, tenant: &str) -> Vec<String> {
+        encode_families(tenant, &self.report)
+    }
 }
 
-/// Parses the beta JSON form of the report
-/// (`{"value":[{"reportRefreshDate":"2017-09-01","productType":"Microsoft 365 Apps for enterprise","assigned":2679,...}]}`).
-///
-/// Graph spells product types in mixed case here and in upper case in the CSV; they are upper-cased
-/// so that the `product_type` label is the same whichever format is used. Counts may arrive as
-/// numbers or numeric strings; the same rules as the CSV apply (non-negative integers, a valid
-/// date, no duplicate product, `sharedComputerActivation` optional).
+/// Sample lines of [`KIND`]'s families; `tenant` is an escaped label value.
+fn encode_families(tenant: &str, report: &ActivationReport) -> Vec<String> {
+    let mut families = vec![String::new(); 3];
+    for product in &report.products {
+        let mut labels = format!("{{tenant=\"{tenant}\",product_type=\"");
+        super::escape_label(&product.product_type, &mut labels);
+        labels.push_str("\"}");
+        let _ = writeln!(families[0], "{ASSIGNED}{labels} {}", product.assigned);
+        let _ = writeln!(families[1], "{ACTIVATED}{labels} {}", product.activated);
+        if let Some(shared) = product.shared_computer_activation {
+            let _ = writeln!(families[2], "{SHARED}{labels} {shared}");
+        }
+    }
+    families
+}
+
+/// Sample lines of the report's gauges for `tenant` (raw, escaped here), one per family.
+pub fn encode(tenant: &str, report: &ActivationReport) -> Vec<String> {
+    let mut label = String::new();
+    super::escape_label(tenant, &mut label);
+    encode_families(&label, report)
+}
+
+/// Parses the CSV body of the report.
+pub fn parse_csv(body: &[u8]) -> Result<ActivationReport, ParseError> {
+    Stream::<Counts>::parse_csv(body).map(|c| c.report)
+}
+
+/// Parses the beta JSON form of the report (one page).
 pub fn parse_json(body: &[u8]) -> Result<ActivationReport, ParseError> {
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let parsed: JsonReport = serde_json::from_slice(body).map_err(|e| {
-        let start = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
-        ParseError::NotJson(format!("{e} (body starts with {start:?})"))
-    })?;
-    if parsed.next_link.is_some() {
-        return Err(ParseError::NotJson(
-            "the report is paged (@odata.nextLink); one page was expected".into(),
-        ));
-    }
-    let mut report = ActivationReport {
-        refresh_date: None,
-        products: Vec::new(),
-    };
-    for (i, row) in parsed.value.into_iter().enumerate() {
-        let row_number = i as u64 + 1;
-        let invalid = |detail: String| ParseError::InvalidValue {
-            row: row_number,
-            detail,
-        };
-        let count = |value: &Option<serde_json::Value>,
-                     name: &str|
-         -> Result<Option<u64>, ParseError> {
-            match value {
-                None | Some(serde_json::Value::Null) => Ok(None),
-                Some(serde_json::Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-                    invalid(format!("{name} must be a non-negative integer, got {n}"))
-                }),
-                Some(serde_json::Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
-                    invalid(format!("{name} must be a non-negative integer, got {s:?}"))
-                }),
-                Some(other) => Err(invalid(format!(
-                    "{name} must be a non-negative integer, got {other}"
-                ))),
-            }
-        };
-        let required = |value: Option<u64>, name: &'static str| {
-            value.ok_or_else(|| invalid(format!("{name} is missing")))
-        };
-        let raw_date = row.report_refresh_date.unwrap_or_default();
-        let date = NaiveDate::parse_from_str(raw_date.trim(), "%Y-%m-%d").map_err(|_| {
-            invalid(format!(
-                "reportRefreshDate must be YYYY-MM-DD, got {raw_date:?}"
-            ))
-        })?;
-        report.refresh_date = report.refresh_date.max(Some(date));
-        let product_type = row.product_type.unwrap_or_default().trim().to_uppercase();
-        if product_type.is_empty() {
-            return Err(invalid("productType is empty".into()));
-        }
-        if report
-            .products
-            .iter()
-            .any(|p| p.product_type == product_type)
-        {
-            return Err(invalid(format!(
-                "productType {product_type:?} appears twice"
-            )));
-        }
-        report.products.push(ProductCounts {
-            product_type,
-            assigned: required(count(&row.assigned, "assigned")?, "assigned")?,
-            activated: required(count(&row.activated, "activated")?, "activated")?,
-            shared_computer_activation: count(
-                &row.shared_computer_activation,
-                "sharedComputerActivation",
-            )?,
-        });
-    }
-    Ok(report)
+    Stream::<Counts>::parse_json_pages([body]).map(|c| c.report)
 }
 
 #[cfg(test)]
