@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::config::TenantConfig;
 use crate::exposition::{Exposition, Snapshot};
+use crate::http_client::HttpClient;
 use crate::metrics::Metrics;
 use crate::tenant::{Freshness, Shared, Tenant};
 
@@ -90,7 +91,7 @@ impl Exporter {
     /// refreshes that may run at once across tenants. Nothing is fetched yet.
     pub fn new(
         configs: &[TenantConfig],
-        http: reqwest::Client,
+        http: HttpClient,
         max_report_size: u64,
         concurrency: usize,
     ) -> Result<Exporter, String> {
@@ -298,7 +299,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_due_time_from_before_a_reload_does_not_hold_back_the_reloaded_tenants() {
-        let exporter = Exporter::new(&[config("a")], reqwest::Client::new(), 1 << 20, 1).unwrap();
+        let exporter =
+            Exporter::new(&[config("a")], reqwest::Client::new().into(), 1 << 20, 1).unwrap();
         let before = exporter.tenants();
         exporter.reload(&[config("a"), config("b")]).unwrap();
         // A scrape that read the tenants before the reload stores its due time only now: an hour

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::credentials::Secret;
 use crate::error::{parse_retry_after, Error, HttpFailure, RequestIds, Stage};
-use crate::http_client::{read_capped, snippet, transport_error, ERROR_BODY_LIMIT};
+use crate::http_client::{read_capped, snippet, HttpClient, ERROR_BODY_LIMIT};
 
 /// The report's name in Graph's API.
 pub const REPORT: &str = "getOffice365ActivationsUserCounts";
@@ -50,7 +50,7 @@ pub struct Download {
 #[derive(Clone, Debug)]
 pub struct GraphClient {
     /// The shared outbound client.
-    http: reqwest::Client,
+    http: HttpClient,
     /// `{endpoint}/{api_version}/reports/getOffice365ActivationsUserCounts`.
     report_url: Url,
     /// The largest report body accepted, in bytes.
@@ -69,7 +69,7 @@ fn same_origin(a: &Url, b: &Url) -> bool {
 impl GraphClient {
     /// A client for the report under `endpoint` (e.g. `https://graph.microsoft.com`) and
     /// `api_version` (`v1.0` or `beta`).
-    pub fn new(http: reqwest::Client, endpoint: &Url, api_version: &str, max_body: u64) -> Self {
+    pub fn new(http: HttpClient, endpoint: &Url, api_version: &str, max_body: u64) -> Self {
         let mut report_url = endpoint.clone();
         report_url
             .path_segments_mut()
@@ -115,7 +115,7 @@ impl GraphClient {
             .header("client-request-id", &client_request_id)
             .send()
             .await
-            .map_err(|e| transport_error(Stage::Report, e))?;
+            .map_err(|e| self.http.transport_error(Stage::Report, e))?;
         let status = response.status();
         if status.is_redirection() {
             let location = redirect_target(&self.report_url, &response, Stage::Report)?;
@@ -123,7 +123,10 @@ impl GraphClient {
         }
         if status == StatusCode::OK {
             // Graph may answer with the body itself (the beta JSON format does).
-            let body = read_capped(response, Stage::Report, self.max_body).await?;
+            let body = self
+                .http
+                .read_capped(response, Stage::Report, self.max_body)
+                .await?;
             return Ok(Download {
                 body,
                 redirect_latency: None,
@@ -144,7 +147,7 @@ impl GraphClient {
             let response = request
                 .send()
                 .await
-                .map_err(|e| transport_error(Stage::Download, e))?;
+                .map_err(|e| self.http.transport_error(Stage::Download, e))?;
             let status = response.status();
             if status.is_redirection() {
                 url = redirect_target(&url, &response, Stage::Download)?;
@@ -157,7 +160,10 @@ impl GraphClient {
             if status != StatusCode::OK {
                 return Err(http_error(Stage::Download, response, None).await);
             }
-            let body = read_capped(response, Stage::Download, self.max_body).await?;
+            let body = self
+                .http
+                .read_capped(response, Stage::Download, self.max_body)
+                .await?;
             return Ok(Download {
                 body,
                 redirect_latency: Some(started.elapsed()),
@@ -311,7 +317,7 @@ mod tests {
     fn report_url_is_built_from_endpoint_and_version() {
         let client = |endpoint: &str, version| {
             GraphClient::new(
-                reqwest::Client::new(),
+                reqwest::Client::new().into(),
                 &Url::parse(endpoint).unwrap(),
                 version,
                 1,
