@@ -109,12 +109,23 @@ pub struct HttpFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The HTTP exchange did not complete: DNS, connect, TLS, reset, or a timeout.
-    #[error("{stage} request failed: {message}")]
+    #[error(
+        "{stage} request to {origin}{} failed: {message}",
+        proxy.as_deref().map(|p| format!(" via proxy {p}")).unwrap_or_default()
+    )]
     Transport {
         /// Which request failed.
         stage: Stage,
         /// A timeout is reported apart from other network failures: it suggests a slow proxy.
         timeout: bool,
+        /// Where the request went, as `scheme://host:port` (e.g.
+        /// `https://login.microsoftonline.com:443`): the first thing an operator needs to fix
+        /// DNS, a firewall or a proxy rule. Never a path or query: a download URL's query is a
+        /// credential.
+        origin: String,
+        /// The proxy the request went through, as `scheme://host:port` without its credentials;
+        /// `None` when it went directly.
+        proxy: Option<String>,
         /// The client's description of the failure, with its causes.
         message: String,
     },
@@ -261,6 +272,26 @@ mod tests {
             parse_retry_after("Thu, 01 Jan 1970 00:00:00 GMT"),
             Some(Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn transport_errors_name_the_origin_and_the_proxy() {
+        let transport = |proxy: Option<&str>| Error::Transport {
+            stage: Stage::Token,
+            timeout: false,
+            origin: "https://login.microsoftonline.com:443".into(),
+            proxy: proxy.map(str::to_owned),
+            message: "error sending request".into(),
+        };
+        assert_eq!(
+            transport(None).to_string(),
+            "token request to https://login.microsoftonline.com:443 failed: error sending request"
+        );
+        assert_eq!(
+            transport(Some("http://proxy.example:3128")).to_string(),
+            "token request to https://login.microsoftonline.com:443 via proxy http://proxy.example:3128 failed: error sending request"
+        );
+        assert_eq!(transport(None).reason(), "network");
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::config::TenantConfig;
 use crate::exposition::{Exposition, Snapshot};
+use crate::http_client::HttpClient;
 use crate::metrics::Metrics;
 use crate::tenant::{Freshness, Shared, Tenant};
 
@@ -91,7 +92,7 @@ impl Exporter {
     /// refreshes that may run at once across tenants and reports. Nothing is fetched yet.
     pub fn new(
         configs: &[TenantConfig],
-        http: reqwest::Client,
+        http: HttpClient,
         concurrency: usize,
     ) -> Result<Exporter, String> {
         let metrics = Arc::new(Metrics::new(&ttl_text(configs)));
@@ -292,7 +293,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_due_time_from_before_a_reload_does_not_hold_back_the_reloaded_tenants() {
-        let exporter = Exporter::new(&[config("a")], reqwest::Client::new(), 1).unwrap();
+        let exporter = Exporter::new(&[config("a")], reqwest::Client::new().into(), 1).unwrap();
         let before = exporter.tenants();
         exporter.reload(&[config("a"), config("b")]).unwrap();
         // A scrape that read the tenants before the reload stores its due time only now: an hour

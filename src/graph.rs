@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::credentials::Secret;
 use crate::error::{parse_retry_after, Error, HttpFailure, RequestIds, Stage};
-use crate::http_client::{read_capped, snippet, stream_capped, transport_error, ERROR_BODY_LIMIT};
+use crate::http_client::{read_capped, snippet, HttpClient, ERROR_BODY_LIMIT};
 use crate::reports::Parser;
 
 /// The user counts report's Graph function (the fake Graph names it in an error).
@@ -55,7 +55,7 @@ pub struct Fetched {
 #[derive(Clone, Debug)]
 pub struct GraphClient {
     /// The shared outbound client.
-    http: reqwest::Client,
+    http: HttpClient,
     /// `{endpoint}/{api_version}/reports/{function}`.
     report_url: Url,
     /// The largest report body accepted, in bytes (all pages together).
@@ -75,7 +75,7 @@ impl GraphClient {
     /// A client for the report function `api` (e.g. `getOffice365ActivationsUserCounts`) under
     /// `endpoint` (e.g. `https://graph.microsoft.com`) and `api_version` (`v1.0` or `beta`).
     pub fn new(
-        http: reqwest::Client,
+        http: HttpClient,
         endpoint: &Url,
         api_version: &str,
         api: &str,
@@ -136,7 +136,9 @@ impl GraphClient {
                 return self.download(location, token, parser, fetched).await;
             }
             let remaining = self.max_body - fetched.bytes.min(self.max_body);
-            let body = read_capped(response, Stage::Report, remaining)
+            let body = self
+                .http
+                .read_capped(response, Stage::Report, remaining)
                 .await
                 .map_err(|e| self.whole_cap(e))?;
             fetched.bytes += body.len() as u64;
@@ -168,7 +170,7 @@ impl GraphClient {
             .header("client-request-id", &client_request_id)
             .send()
             .await
-            .map_err(|e| transport_error(Stage::Report, e))?;
+            .map_err(|e| self.http.transport_error(Stage::Report, e))?;
         let status = response.status();
         if status.is_redirection() || status == StatusCode::OK {
             return Ok(response);
@@ -231,7 +233,7 @@ impl GraphClient {
             let response = request
                 .send()
                 .await
-                .map_err(|e| transport_error(Stage::Download, e))?;
+                .map_err(|e| self.http.transport_error(Stage::Download, e))?;
             let status = response.status();
             if status.is_redirection() {
                 url = redirect_target(&url, &response, Stage::Download)?;
@@ -244,10 +246,12 @@ impl GraphClient {
             if status != StatusCode::OK {
                 return Err(http_error(Stage::Download, response, None).await);
             }
-            fetched.bytes += stream_capped(response, Stage::Download, self.max_body, |chunk| {
-                parser.csv(chunk).map_err(Error::Parse)
-            })
-            .await?;
+            fetched.bytes += self
+                .http
+                .stream_capped(response, Stage::Download, self.max_body, |chunk| {
+                    parser.csv(chunk).map_err(Error::Parse)
+                })
+                .await?;
             fetched.redirect_latency = Some(started.elapsed());
             return Ok(fetched);
         }
@@ -399,7 +403,7 @@ mod tests {
     fn report_url_is_built_from_endpoint_and_version() {
         let client = |endpoint: &str, version| {
             GraphClient::new(
-                reqwest::Client::new(),
+                reqwest::Client::new().into(),
                 &Url::parse(endpoint).unwrap(),
                 version,
                 "getOffice365ActivationsUserCounts",

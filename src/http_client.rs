@@ -10,10 +10,18 @@
 //! tunnels; the extra CA (`--tls.ca-file`) is trusted for every TLS connection, including one to an
 //! https:// proxy and the inner TLS of a proxy that inspects it. Managed identity endpoints, which
 //! are on the host itself, use a client of their own without proxy.
+//!
+//! Every network, TLS and timeout error names where the request went ([`origin`]: scheme, host,
+//! port, never a path or query) and, through [`HttpClient`], the proxy it went through: the
+//! client keeps a copy of reqwest's proxy rules ([`ProxyRoutes`]), since reqwest's errors do not
+//! say which proxy, if any, was used.
 
 use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
+use hyper_util::client::proxy::matcher::Matcher;
 use reqwest::Url;
 
 use bytes::{Bytes, BytesMut};
@@ -27,10 +35,151 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// The User-Agent of every outbound request: Microsoft's throttling reports name it.
 pub const USER_AGENT: &str = concat!("office365-activations-exporter/", env!("CARGO_PKG_VERSION"));
 
+/// The shared outbound client, with the proxy rules it was built with, so that a failed request
+/// can name the proxy it went through. Requests are built on the reqwest client it derefs to.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    /// The client every request is sent with.
+    client: reqwest::Client,
+    /// The same proxy choice reqwest makes for `client`, for error messages only.
+    proxies: ProxyRoutes,
+}
+
+impl HttpClient {
+    /// Wraps `client`, whose proxies are exactly `proxies`.
+    pub fn new(client: reqwest::Client, proxies: ProxyRoutes) -> Self {
+        HttpClient { client, proxies }
+    }
+
+    /// Which proxy the client uses for what.
+    pub fn proxies(&self) -> &ProxyRoutes {
+        &self.proxies
+    }
+
+    /// [`transport_error`], naming the proxy the request went through as well.
+    pub fn transport_error(&self, stage: Stage, err: reqwest::Error) -> Error {
+        transport_error_via(stage, err, None, &self.proxies)
+    }
+
+    /// Streams a body into `sink` as it arrives, capped at `limit` bytes, naming the proxy the
+    /// body came through as well when reading it fails; returns the bytes read.
+    pub async fn stream_capped(
+        &self,
+        response: reqwest::Response,
+        stage: Stage,
+        limit: u64,
+        sink: impl FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<u64, Error> {
+        stream_capped_via(response, stage, limit, &self.proxies, sink).await
+    }
+
+    /// [`read_capped`], naming the proxy the body came through as well when reading it fails.
+    pub async fn read_capped(
+        &self,
+        response: reqwest::Response,
+        stage: Stage,
+        limit: u64,
+    ) -> Result<Bytes, Error> {
+        read_capped_via(response, stage, limit, &self.proxies).await
+    }
+}
+
+impl Deref for HttpClient {
+    type Target = reqwest::Client;
+
+    fn deref(&self) -> &reqwest::Client {
+        &self.client
+    }
+}
+
+/// A client built with reqwest's default proxy settings (the environment's, as
+/// [`ProxyRoutes::from_environment`] reads them), e.g. `reqwest::Client::new()`.
+impl From<reqwest::Client> for HttpClient {
+    fn from(client: reqwest::Client) -> Self {
+        HttpClient::new(client, ProxyRoutes::from_environment())
+    }
+}
+
+/// Which proxy a URL is fetched through: the same rules, read from the same flag and environment
+/// variables at the same time, as the ones given to reqwest (whose client does not expose them).
+#[derive(Clone, Default)]
+pub struct ProxyRoutes {
+    /// hyper-util's matcher, the one reqwest itself uses; `None`: every request goes directly.
+    matcher: Option<Arc<Matcher>>,
+}
+
+impl ProxyRoutes {
+    /// No proxy at all (the managed identity client).
+    pub fn direct() -> Self {
+        ProxyRoutes::default()
+    }
+
+    /// reqwest's default: HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY (upper or lower case).
+    pub fn from_environment() -> Self {
+        ProxyRoutes {
+            matcher: Some(Arc::new(Matcher::from_system())),
+        }
+    }
+
+    /// `--http.proxy` for every URL, except those NO_PROXY names.
+    pub fn all_through(proxy: &Url) -> Self {
+        let no_proxy = std::env::var("NO_PROXY")
+            .or_else(|_| std::env::var("no_proxy"))
+            .unwrap_or_default();
+        ProxyRoutes {
+            matcher: Some(Arc::new(
+                Matcher::builder()
+                    .all(proxy.as_str().to_owned())
+                    .no(no_proxy)
+                    .build(),
+            )),
+        }
+    }
+
+    /// The proxy `url` is fetched through, as `scheme://host:port` without credentials; `None`
+    /// when it is fetched directly.
+    pub fn proxy_for(&self, url: &Url) -> Option<String> {
+        let uri: hyper::Uri = url.as_str().parse().ok()?;
+        let intercept = self.matcher.as_ref()?.intercept(&uri)?;
+        let proxy = intercept.uri();
+        let scheme = proxy.scheme_str().unwrap_or("http");
+        let port = proxy.port_u16().unwrap_or(match scheme {
+            "https" => 443,
+            "http" => 80,
+            // SOCKS
+            _ => 1080,
+        });
+        // host() and port only: the userinfo (`user:password@`) is never part of the text.
+        Some(format!("{scheme}://{}:{port}", proxy.host()?))
+    }
+}
+
+/// Says only whether proxies are configured: the rules may hold credentials.
+impl std::fmt::Debug for ProxyRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.matcher.is_some() {
+            "ProxyRoutes(configured)"
+        } else {
+            "ProxyRoutes(direct)"
+        })
+    }
+}
+
+/// Where a request went, for an error message: `scheme://host:port` (the port even when it is
+/// the scheme's default), without user, path, query or fragment. A download URL's query is a
+/// credential, so only this may be shown of it.
+pub fn origin(url: &Url) -> String {
+    match (url.host_str(), url.port_or_known_default()) {
+        (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
+        (Some(host), None) => format!("{}://{host}", url.scheme()),
+        (None, _) => format!("{}:", url.scheme()),
+    }
+}
+
 /// Builds the shared client. `extra_ca_pem` holds PEM certificates trusted in addition to the
 /// bundled public roots: a corporate TLS-inspecting proxy's CA, or the fake Graph's. Proxies come
 /// from the environment.
-pub fn build(extra_ca_pem: Option<&[u8]>) -> Result<reqwest::Client, String> {
+pub fn build(extra_ca_pem: Option<&[u8]>) -> Result<HttpClient, String> {
     build_with(&HttpOptions {
         extra_ca_pem,
         ..HttpOptions::default()
@@ -91,7 +240,7 @@ pub fn describe_proxy(proxy: Option<&Url>, env: &dyn Fn(&str) -> Option<String>)
 }
 
 /// Builds the shared client from `options`.
-pub fn build_with(options: &HttpOptions<'_>) -> Result<reqwest::Client, String> {
+pub fn build_with(options: &HttpOptions<'_>) -> Result<HttpClient, String> {
     let extra_ca_pem = options.extra_ca_pem;
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -110,25 +259,49 @@ pub fn build_with(options: &HttpOptions<'_>) -> Result<reqwest::Client, String> 
             builder = builder.add_root_certificate(cert);
         }
     }
-    if let Some(proxy) = options.proxy {
-        // Adding a proxy turns off reqwest's reading of the environment; NO_PROXY still applies.
-        let proxy = reqwest::Proxy::all(proxy.as_str())
-            .map_err(|e| format!("--http.proxy: {e}"))?
-            .no_proxy(reqwest::NoProxy::from_env());
-        builder = builder.proxy(proxy);
-    }
+    // The routes are read now, as reqwest reads the environment now.
+    let proxies = match options.proxy {
+        Some(proxy) => {
+            // Adding a proxy turns off reqwest's reading of the environment; NO_PROXY still applies.
+            builder = builder.proxy(
+                reqwest::Proxy::all(proxy.as_str())
+                    .map_err(|e| format!("--http.proxy: {e}"))?
+                    .no_proxy(reqwest::NoProxy::from_env()),
+            );
+            ProxyRoutes::all_through(proxy)
+        }
+        None => ProxyRoutes::from_environment(),
+    };
     for (host, address) in options.resolve {
         builder = builder.resolve(host, *address);
     }
-    builder
+    let client = builder
         .build()
-        .map_err(|e| format!("cannot build the HTTPS client: {e}"))
+        .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+    Ok(HttpClient::new(client, proxies))
 }
 
-/// Maps a client error to [`Error::Transport`], without the URL (a download URL is a credential)
-/// and with the causes that reqwest's own message leaves out (e.g. the TLS certificate problem).
+/// Maps an error of a client without proxy to [`Error::Transport`]: see
+/// [`HttpClient::transport_error`] for the shared client.
+///
+/// The message names the request's [`origin`] but not its URL (a download URL is a credential),
+/// and adds the causes that reqwest's own message leaves out (e.g. the TLS certificate problem).
 pub fn transport_error(stage: Stage, err: reqwest::Error) -> Error {
+    transport_error_via(stage, err, None, &ProxyRoutes::direct())
+}
+
+/// [`transport_error`] for a request through `proxies`, to `url` when the error carries none
+/// (errors reading a body do not).
+fn transport_error_via(
+    stage: Stage,
+    err: reqwest::Error,
+    url: Option<&Url>,
+    proxies: &ProxyRoutes,
+) -> Error {
     let timeout = err.is_timeout();
+    let url = url.or(err.url());
+    let origin = url.map_or_else(|| "(unknown host)".to_owned(), origin);
+    let proxy = url.and_then(|url| proxies.proxy_for(url));
     let err = err.without_url();
     let mut message = err.to_string();
     let mut source = std::error::Error::source(&err);
@@ -143,52 +316,61 @@ pub fn transport_error(stage: Stage, err: reqwest::Error) -> Error {
     Error::Transport {
         stage,
         timeout,
+        origin,
+        proxy,
         message,
     }
 }
 
 /// Reads a whole body, failing with [`Error::TooLarge`] as soon as it passes `limit` bytes
-/// (before reading further when Content-Length already says so).
+/// (before reading further when Content-Length already says so). A failure to read it names the
+/// response's origin, not the proxy: see [`HttpClient::read_capped`] for the shared client.
 pub async fn read_capped(
-    mut response: reqwest::Response,
+    response: reqwest::Response,
     stage: Stage,
     limit: u64,
 ) -> Result<Bytes, Error> {
-    // With gzip the header gives the compressed size; the decoded bytes are counted below.
-    if response.content_length().is_some_and(|len| len > limit) {
-        return Err(Error::TooLarge { stage, limit });
-    }
+    read_capped_via(response, stage, limit, &ProxyRoutes::direct()).await
+}
+
+/// [`read_capped`] of a response that came through `proxies`.
+async fn read_capped_via(
+    response: reqwest::Response,
+    stage: Stage,
+    limit: u64,
+    proxies: &ProxyRoutes,
+) -> Result<Bytes, Error> {
     let mut body = BytesMut::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error(stage, e))?
-    {
-        if body.len() as u64 + chunk.len() as u64 > limit {
-            return Err(Error::TooLarge { stage, limit });
-        }
-        body.extend_from_slice(&chunk);
-    }
+    stream_capped_via(response, stage, limit, proxies, |chunk| {
+        body.extend_from_slice(chunk);
+        Ok(())
+    })
+    .await?;
     Ok(body.freeze())
 }
 
 /// Streams a body into `sink` chunk by chunk as it arrives, failing with [`Error::TooLarge`] as
-/// soon as it passes `limit` bytes; nothing is held beyond the current chunk. Returns the bytes
-/// read. An error of `sink` ends the reading.
-pub async fn stream_capped(
+/// soon as it passes `limit` bytes (before reading at all when Content-Length already says so);
+/// nothing is held beyond the current chunk. Returns the bytes read. An error of `sink` ends the
+/// reading.
+async fn stream_capped_via(
     mut response: reqwest::Response,
     stage: Stage,
     limit: u64,
+    proxies: &ProxyRoutes,
     mut sink: impl FnMut(&[u8]) -> Result<(), Error>,
 ) -> Result<u64, Error> {
+    // With gzip the header gives the compressed size; the decoded bytes are counted below.
     if response.content_length().is_some_and(|len| len > limit) {
         return Err(Error::TooLarge { stage, limit });
     }
+    // Errors while reading the body carry no URL.
+    let url = response.url().clone();
     let mut read = 0u64;
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| transport_error(stage, e))?
+        .map_err(|e| transport_error_via(stage, e, Some(&url), proxies))?
     {
         read += chunk.len() as u64;
         if read > limit {
@@ -212,4 +394,45 @@ pub fn snippet(body: &[u8]) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_keep_scheme_host_and_port_only() {
+        let origin_of = |url: &str| origin(&Url::parse(url).unwrap());
+        assert_eq!(
+            origin_of("https://login.microsoftonline.com/tenant/oauth2/v2.0/token"),
+            "https://login.microsoftonline.com:443"
+        );
+        assert_eq!(
+            origin_of("https://user:pw@reports.office.com/data/download/x.csv?sv=1&sig=abc#f"),
+            "https://reports.office.com:443"
+        );
+        assert_eq!(
+            origin_of("http://169.254.169.254/metadata/identity/oauth2/token?resource=r"),
+            "http://169.254.169.254:80"
+        );
+        assert_eq!(origin_of("https://[::1]:8443/x"), "https://[::1]:8443");
+    }
+
+    #[test]
+    fn the_proxy_is_named_without_its_credentials() {
+        let proxy = Url::parse("http://exporter:p%40ss@proxy.example:3128").unwrap();
+        let routes = ProxyRoutes::all_through(&proxy);
+        let graph = Url::parse("https://graph.microsoft.com/v1.0/reports").unwrap();
+        assert_eq!(
+            routes.proxy_for(&graph).as_deref(),
+            Some("http://proxy.example:3128")
+        );
+        let default_port = ProxyRoutes::all_through(&Url::parse("https://proxy.example").unwrap());
+        assert_eq!(
+            default_port.proxy_for(&graph).as_deref(),
+            Some("https://proxy.example:443")
+        );
+        assert_eq!(ProxyRoutes::direct().proxy_for(&graph), None);
+        assert!(!format!("{routes:?}").contains("p%40ss"));
+    }
 }

@@ -54,7 +54,7 @@ const REPORT_REQUESTS_PER_REFRESH: usize = 2;
 #[derive(Clone)]
 pub struct Shared {
     /// The outbound client: one connection pool per host for all tenants.
-    pub http: reqwest::Client,
+    pub http: crate::http_client::HttpClient,
     /// Bounds how many refreshes run at once, so a thousand tenants expiring together do not
     /// open a thousand connections or spend Graph's budget in one burst.
     pub refresh_slots: Arc<Semaphore>,

@@ -232,6 +232,47 @@ async fn a_wrong_proxy_password_fails_the_token_stage_as_network() {
     h.stop().await;
 }
 
+/// A failure behind an open tunnel (the download host stalls its body) names the host and the
+/// proxy it went through, without the proxy's credentials or the link's path.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_download_through_the_proxy_names_the_host_and_the_proxy() {
+    let proxy = ConnectProxy::start().await;
+    let h = Harness::with(Options {
+        proxy: Some(proxy.url(PROXY_PASSWORD)),
+        ..Options::default()
+    })
+    .await;
+    h.fake
+        .set_download_delay(&tenant_id(0), std::time::Duration::from_secs(600));
+    let tenant = Arc::clone(&h.exporter.tenants()[0]);
+    let refresh = tokio::spawn(async move { tenant.refresh().await.remove(0).1 });
+    until("the download started", || h.stats(0).download_requests == 1).await;
+    settle().await;
+    tokio::time::advance(std::time::Duration::from_secs(61)).await;
+    let error = refresh.await.unwrap().unwrap_err();
+    assert_eq!(
+        (error.stage().as_str(), error.reason()),
+        ("download", "timeout")
+    );
+    let error = error.to_string();
+    let expected = format!(
+        "download request to {} via proxy http://{} failed",
+        h.fake.download_origin(),
+        proxy.address
+    );
+    assert!(error.starts_with(&expected), "{error}");
+    for hidden in [
+        PROXY_PASSWORD,
+        "p%40ss",
+        "exporter@",
+        "/data/download",
+        "sig=",
+    ] {
+        assert!(!error.contains(hidden), "{hidden:?} shown: {error}");
+    }
+    h.stop().await;
+}
+
 /// TLS to the proxy itself (`https://` proxy URL), verified against the same roots as Graph
 /// (`--tls.ca-file`): every host is still tunnelled, and a proxy certificate from another CA is
 /// refused rather than trusted.

@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use super::client_secret::SecretSource;
 use super::{entra, AccessToken, BoxFuture, Credential, ExpiryObserver, Secret};
 use crate::error::{Error, Stage};
+use crate::http_client::HttpClient;
 
 /// How long an assertion is valid; Microsoft's libraries use the same 10 minutes.
 pub const ASSERTION_LIFETIME: Duration = Duration::from_secs(600);
@@ -487,7 +488,7 @@ impl Credential for ClientCertificate {
 
     fn request_token<'a>(
         &'a self,
-        http: &'a reqwest::Client,
+        http: &'a HttpClient,
     ) -> BoxFuture<'a, Result<AccessToken, Error>> {
         Box::pin(async move {
             self.reload();

@@ -7,6 +7,7 @@ use reqwest::Url;
 use super::entra;
 use super::{AccessToken, BoxFuture, Credential, Secret};
 use crate::error::{Error, Stage};
+use crate::http_client::HttpClient;
 
 pub use super::entra::token_url;
 
@@ -78,7 +79,7 @@ impl Credential for ClientSecret {
 
     fn request_token<'a>(
         &'a self,
-        http: &'a reqwest::Client,
+        http: &'a HttpClient,
     ) -> BoxFuture<'a, Result<AccessToken, Error>> {
         Box::pin(async move {
             let secret = self.secret.read().map_err(|e| Error::InvalidResponse {

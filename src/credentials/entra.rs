@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::{AccessToken, Secret};
 use crate::error::{parse_retry_after, Error, RequestIds, Stage, TokenRejection};
-use crate::http_client::{read_capped, snippet, transport_error, ERROR_BODY_LIMIT};
+use crate::http_client::{read_capped, snippet, HttpClient, ERROR_BODY_LIMIT};
 
 /// The `client_assertion_type` of certificate and federated (workload identity) assertions.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -135,7 +135,7 @@ pub(crate) fn hint(aadsts: Option<u64>, status: u16) -> &'static str {
 /// The client-credentials grant with a signed `assertion` (a certificate's JWT, or a federated
 /// token): the form the certificate and workload identity credentials share.
 pub async fn request_token_with_assertion(
-    http: &reqwest::Client,
+    http: &HttpClient,
     token_url: &Url,
     client_id: &str,
     scope: &str,
@@ -154,7 +154,7 @@ pub async fn request_token_with_assertion(
 /// Posts a client-credentials `form` to `token_url` and returns the token, or Entra ID's refusal
 /// with its AADSTS code and ids.
 pub async fn request_token(
-    http: &reqwest::Client,
+    http: &HttpClient,
     token_url: &Url,
     form: &[(&str, &str)],
 ) -> Result<AccessToken, Error> {
@@ -165,7 +165,7 @@ pub async fn request_token(
         .form(form)
         .send()
         .await
-        .map_err(|e| transport_error(Stage::Token, e))?;
+        .map_err(|e| http.transport_error(Stage::Token, e))?;
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -173,7 +173,9 @@ pub async fn request_token(
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
     if status == 200 {
-        let body = read_capped(response, Stage::Token, ERROR_BODY_LIMIT).await?;
+        let body = http
+            .read_capped(response, Stage::Token, ERROR_BODY_LIMIT)
+            .await?;
         return parse_token_response(&body, sent);
     }
     let body = read_capped(response, Stage::Token, ERROR_BODY_LIMIT)

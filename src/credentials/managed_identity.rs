@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::{entra, AccessToken, BoxFuture, Credential, Secret};
 use crate::error::{parse_retry_after, Error, Stage};
-use crate::http_client::{read_capped, transport_error, ERROR_BODY_LIMIT, USER_AGENT};
+use crate::http_client::{read_capped, transport_error, HttpClient, ERROR_BODY_LIMIT, USER_AGENT};
 
 /// IMDS's address on every Azure VM.
 pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
@@ -184,7 +184,7 @@ impl Credential for ManagedIdentity {
 
     fn request_token<'a>(
         &'a self,
-        _shared: &'a reqwest::Client,
+        _shared: &'a HttpClient,
     ) -> BoxFuture<'a, Result<AccessToken, Error>> {
         Box::pin(async move {
             let mut attempt = 0;

@@ -60,6 +60,7 @@ use managed_identity::{ManagedIdentity, ManagedIdentityConfig};
 use workload_identity::WorkloadIdentity;
 
 use crate::error::Error;
+use crate::http_client::HttpClient;
 
 /// A boxed future, so that [`Credential`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -100,7 +101,7 @@ pub trait Credential: Send + Sync + 'static {
     /// Asks Entra ID for a new token. Called only when the cache has none that is still good.
     fn request_token<'a>(
         &'a self,
-        http: &'a reqwest::Client,
+        http: &'a HttpClient,
     ) -> BoxFuture<'a, Result<AccessToken, Error>>;
 
     /// The method's name, for logs (`client_secret`, ...).
@@ -135,7 +136,7 @@ impl TokenCache {
     }
 
     /// A token valid for at least [`EXPIRY_MARGIN`] more, from the cache or freshly requested.
-    pub async fn token(&self, http: &reqwest::Client) -> Result<Secret, Error> {
+    pub async fn token(&self, http: &HttpClient) -> Result<Secret, Error> {
         if let Some(token) = self
             .cached
             .lock()

@@ -13,6 +13,7 @@ use reqwest::Url;
 
 use super::{entra, AccessToken, BoxFuture, Credential};
 use crate::error::{Error, Stage};
+use crate::http_client::HttpClient;
 
 /// The largest federated token accepted (service account tokens are about 1 KiB).
 const MAX_TOKEN_FILE: u64 = 64 * 1024;
@@ -68,7 +69,7 @@ impl Credential for WorkloadIdentity {
 
     fn request_token<'a>(
         &'a self,
-        http: &'a reqwest::Client,
+        http: &'a HttpClient,
     ) -> BoxFuture<'a, Result<AccessToken, Error>> {
         Box::pin(async move {
             let assertion =
