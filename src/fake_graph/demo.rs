@@ -505,4 +505,129 @@ mod tests {
             }
         }
     }
+
+    /// Every row of a user list, with its product type.
+    fn all_rows(users: &[FakeUser]) -> impl Iterator<Item = &FakeUserProduct> {
+        users.iter().flat_map(|u| &u.products)
+    }
+
+    #[test]
+    fn demo_user_detail_agrees_with_the_user_counts() {
+        for seed in [0, 1, 2, 7, 42, 1337] {
+            let (date, products) = demo_products(seed, fixed_time());
+            let (detail_date, users) = demo_users(seed, fixed_time());
+            assert_eq!(detail_date, date);
+            for p in &products {
+                let rows: Vec<_> = all_rows(&users)
+                    .filter(|r| r.product_type == p.product_type)
+                    .collect();
+                let activated = rows.iter().filter(|r| r.last_activated_date.is_some());
+                let shared = rows.iter().filter(|r| r.activated_on_shared_computer);
+                assert_eq!(rows.len() as u64, p.assigned, "seed {seed}: {p:?}");
+                assert_eq!(activated.count() as u64, p.activated, "seed {seed}: {p:?}");
+                assert_eq!(
+                    shared.count() as u64,
+                    p.shared_computer_activation,
+                    "seed {seed}: {p:?}"
+                );
+            }
+            // Each user appears once, with one main licence and maybe add-ons.
+            let mut upns: Vec<_> = users.iter().map(|u| &u.user_principal_name).collect();
+            upns.sort();
+            upns.dedup();
+            assert_eq!(upns.len(), users.len(), "seed {seed}");
+            assert!(users.iter().all(|u| !u.products.is_empty()));
+            // The activation counts are the device totals of the same rows.
+            let (_, counts) = demo_activation_counts(seed, fixed_time());
+            assert_eq!(counts.len(), products.len());
+            for c in &counts {
+                let rows = || all_rows(&users).filter(|r| r.product_type == c.product_type);
+                assert_eq!(c.windows, rows().map(|r| r.windows).sum::<u64>());
+                assert_eq!(c.mac, rows().map(|r| r.mac).sum::<u64>());
+                assert_eq!(c.ios, rows().map(|r| r.ios).sum::<u64>());
+                assert_eq!(c.android, rows().map(|r| r.android).sum::<u64>());
+                assert_eq!(
+                    c.windows10_mobile,
+                    rows().map(|r| r.windows10_mobile).sum::<u64>()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn demo_user_detail_is_realistic() {
+        let (date, users) = demo_users(DEMO_SEEDS[0], fixed_time());
+        assert!((2_000..=6_000).contains(&users.len()), "{}", users.len());
+        let rows: Vec<_> = all_rows(&users).collect();
+        let activated: Vec<_> = rows
+            .iter()
+            .filter(|r| r.last_activated_date.is_some())
+            .collect();
+        let at_limit = activated.iter().filter(|r| r.computers() >= 5).count();
+        let never = rows.len() - activated.len();
+        let shared = rows.iter().filter(|r| r.activated_on_shared_computer).count();
+        let macs = activated.iter().filter(|r| r.mac > 0).count();
+        let mobile_only = activated
+            .iter()
+            .filter(|r| r.computers() == 0 && r.ios + r.android > 0)
+            .count();
+        assert!(at_limit * 20 > activated.len(), "{at_limit} at the limit");
+        assert!(at_limit * 8 < activated.len(), "{at_limit} at the limit");
+        assert!(never > 100 && shared > 100 && macs > 100 && mobile_only > 10);
+        assert!(activated.iter().all(|r| r.computers() <= 5));
+        assert!(rows
+            .iter()
+            .all(|r| r.last_activated_date.is_some() || *r == &FakeUserProduct::new(r.product_type.clone())));
+        // Last activations spread over a year before the refresh date.
+        let ages: Vec<i64> = activated
+            .iter()
+            .map(|r| (date - r.last_activated_date.unwrap()).num_days())
+            .collect();
+        assert!(ages.iter().all(|&a| (0..365).contains(&a)));
+        for (days, at_least) in [(30, 0.3), (90, 0.1), (180, 0.03)] {
+            let older = ages.iter().filter(|&&a| a > days).count() as f64;
+            assert!(older > at_least * ages.len() as f64, "{days} days: {older}");
+        }
+        assert!(ages.iter().filter(|&&a| a <= 7).count() > 50);
+        // Plain names for contoso, with commas now and then.
+        assert_eq!(users[42].user_principal_name, "user0042@contoso.example");
+        assert!(users.iter().any(|u| u.display_name.contains(", ")));
+        // Concealed names for fabrikam.
+        let (_, fabrikam) = demo_users(DEMO_SEEDS[1], fixed_time());
+        let hex32 = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+        assert!(fabrikam
+            .iter()
+            .all(|u| hex32(&u.user_principal_name) && hex32(&u.display_name)));
+        assert_ne!(fabrikam[0].user_principal_name, fabrikam[0].display_name);
+    }
+
+    #[test]
+    fn demo_user_detail_is_deterministic_and_drifts_slowly() {
+        let at = fixed_time();
+        assert_eq!(demo_users(42, at), demo_users(42, at));
+        assert_eq!(demo_activation_counts(42, at), demo_activation_counts(42, at));
+        let (_, a) = demo_activation_counts(42, at);
+        let (_, b) = demo_activation_counts(42, at + Duration::from_secs(3600));
+        let (_, c) = demo_activation_counts(42, at + Duration::from_secs(14 * 86_400));
+        assert_ne!(a, b, "nothing moved in an hour");
+        assert_ne!(a, c);
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x.windows.abs_diff(y.windows) as f64 <= 5.0 + 0.1 * x.windows as f64);
+        }
+        // A user's last activation date moves with the days, not within one.
+        let (_, u0) = demo_users(42, at);
+        let (_, u1) = demo_users(42, at + Duration::from_secs(60));
+        assert_eq!(u0, u1, "a minute later, same day: same users");
+    }
+
+    #[test]
+    fn demo_users_by_index_match_the_full_listing() {
+        let (date, products) = demo_products(42, fixed_time());
+        let demo = DemoUsers::new(42, date, &products);
+        let (_, users) = demo_users(42, fixed_time());
+        assert_eq!(demo.len(), users.len());
+        for g in [0, 1, 17, demo.len() / 2, demo.len() - 1] {
+            assert_eq!(demo.user(g), users[g]);
+        }
+    }
 }

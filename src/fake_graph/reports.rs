@@ -796,3 +796,264 @@ pub(crate) fn render_json(
     };
     Bytes::from(body.unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()
+    }
+
+    fn products() -> Vec<FakeProduct> {
+        vec![
+            FakeProduct::new("MICROSOFT 365 APPS FOR ENTERPRISE", 2679, 1710, 1024),
+            FakeProduct::new("PROJECT ONLINE DESKTOP CLIENT", 120, 88, 0),
+        ]
+    }
+
+    fn fixed(products: Vec<FakeProduct>) -> DataSnapshot {
+        DataSnapshot::take(
+            &ReportData::Fixed {
+                refresh_date: date(),
+                products,
+            },
+            None,
+            None,
+            SystemTime::now(),
+        )
+    }
+
+    /// Rows of `product` in a user list.
+    fn rows<'a>(users: &'a [FakeUser], product: &str) -> Vec<&'a FakeUserProduct> {
+        users
+            .iter()
+            .flat_map(|u| &u.products)
+            .filter(|p| p.product_type == product)
+            .collect()
+    }
+
+    #[test]
+    fn report_names_round_trip() {
+        for r in FakeReport::ALL {
+            assert_eq!(FakeReport::from_api_name(r.api_name()), Some(r));
+            let lower = r.api_name().to_ascii_lowercase();
+            assert_eq!(FakeReport::from_api_name(&lower), Some(r));
+            assert!(r.file_name().ends_with(".csv"));
+            assert!(r.csv_header().starts_with("Report Refresh Date,"));
+        }
+        assert_eq!(FakeReport::from_api_name("getOffice365ActiveUserCounts"), None);
+        let names: Vec<_> = FakeReport::ALL.iter().map(|r| r.config_name()).collect();
+        assert_eq!(names, ["user_counts", "activation_counts", "user_detail"]);
+    }
+
+    #[test]
+    fn derived_activation_counts_follow_the_documented_rule() {
+        let counts = derived_activation_counts(&products());
+        assert_eq!(
+            counts,
+            vec![
+                FakePlatformCounts::new(
+                    "MICROSOFT 365 APPS FOR ENTERPRISE",
+                    2565,
+                    213,
+                    427,
+                    570,
+                    17
+                ),
+                FakePlatformCounts::new("PROJECT ONLINE DESKTOP CLIENT", 132, 11, 22, 29, 0),
+            ]
+        );
+        assert!(derived_activation_counts(&[]).is_empty());
+    }
+
+    #[test]
+    fn derived_users_follow_the_documented_rule() {
+        let users = derived_users(date(), &products());
+        assert_eq!(users, derived_users(date(), &products()), "deterministic");
+        // Capped: 2679 assigned -> 300 listed, 1710·300/2679 = 191 activated, 1024·300/2679 =
+        // 114 shared; Project is under the cap, so exactly its numbers.
+        assert_eq!(users.len(), DERIVED_USERS_CAP as usize);
+        let m365 = rows(&users, "MICROSOFT 365 APPS FOR ENTERPRISE");
+        let project = rows(&users, "PROJECT ONLINE DESKTOP CLIENT");
+        assert_eq!(m365.len(), 300);
+        assert_eq!(project.len(), 120);
+        let activated = |r: &[&FakeUserProduct]| {
+            r.iter()
+                .filter(|p| p.last_activated_date.is_some())
+                .count()
+        };
+        let shared = |r: &[&FakeUserProduct]| {
+            r.iter()
+                .filter(|p| p.activated_on_shared_computer)
+                .count()
+        };
+        assert_eq!((activated(&m365), shared(&m365)), (191, 114));
+        assert_eq!((activated(&project), shared(&project)), (88, 0));
+        // Users share products: the first 120 have both, in product order.
+        assert_eq!(users[0].products.len(), 2);
+        assert_eq!(users[119].products.len(), 2);
+        assert_eq!(users[120].products.len(), 1);
+        assert_eq!(users[42].user_principal_name, "user0042@fake.example");
+        assert_eq!(users[42].display_name, "User 0042");
+        assert_eq!(users[47].display_name, "Tester, User 0047");
+        // Row j: 1 + j mod 5 computers, one of them a Mac when j mod 4 = 3.
+        let row = &users[3].products[0];
+        assert_eq!((row.windows, row.mac, row.ios, row.android), (3, 1, 0, 1));
+        assert_eq!(row.last_activated_date, Some(days_before(date(), 39)));
+        let at_limit = m365.iter().filter(|p| p.computers() >= 5).count();
+        assert_eq!(at_limit, 191 / 5 + usize::from(191 % 5 == 4));
+        let never = &users[250].products[0];
+        assert_eq!(never, &FakeUserProduct::new("MICROSOFT 365 APPS FOR ENTERPRISE"));
+        assert!(derived_users(date(), &[]).is_empty());
+        // A product with nobody assigned lists nobody, whatever its other numbers.
+        assert!(derived_users(date(), &[FakeProduct::new("X", 0, 5, 5)]).is_empty());
+    }
+
+    #[test]
+    fn csv_of_each_report_has_bom_header_and_crlf() {
+        let snapshot = fixed(products());
+        for report in FakeReport::ALL {
+            let csv = render_csv(report, &snapshot);
+            let text = std::str::from_utf8(&csv).unwrap();
+            let text = text.strip_prefix('\u{FEFF}').expect("BOM");
+            assert!(text.starts_with(&format!("{}\r\n", report.csv_header())));
+            assert!(text.ends_with("\r\n"));
+            assert!(!text.replace("\r\n", "").contains('\n'), "{report:?}: bare LF");
+            for line in text.trim_end().split("\r\n").skip(1) {
+                assert!(line.starts_with("2026-11-25,"), "{line}");
+            }
+        }
+        let csv = render_csv(FakeReport::ActivationCounts, &snapshot);
+        assert!(csv.ends_with(b"\r\n2026-11-25,PROJECT ONLINE DESKTOP CLIENT,132,11,22,29,0\r\n"));
+        let csv = render_csv(FakeReport::UserDetail, &snapshot);
+        let text = std::str::from_utf8(&csv).unwrap();
+        assert_eq!(text.trim_end().split("\r\n").count(), 1 + 420);
+        assert!(text.contains(
+            "\r\n2026-11-25,user0003@fake.example,User 0003,MICROSOFT 365 APPS FOR ENTERPRISE,2026-10-17,3,1,0,0,1,True\r\n"
+        ));
+        assert!(text.contains(
+            "\r\n2026-11-25,user0047@fake.example,\"Tester, User 0047\",MICROSOFT 365 APPS FOR ENTERPRISE,"
+        ));
+        assert!(text.contains(
+            "\r\n2026-11-25,user0250@fake.example,User 0250,MICROSOFT 365 APPS FOR ENTERPRISE,,0,0,0,0,0,False\r\n"
+        ));
+        // No products: header-only files.
+        let empty = fixed(vec![]);
+        for report in FakeReport::ALL {
+            let csv = render_csv(report, &empty);
+            assert_eq!(csv, format!("\u{FEFF}{}\r\n", report.csv_header()).as_bytes());
+        }
+    }
+
+    #[test]
+    fn explicit_lists_win_over_derived_ones() {
+        let counts = Arc::new(vec![FakePlatformCounts::new("Visio Online Plan 2", 1, 2, 3, 4, 5)]);
+        let users = Arc::new(vec![FakeUser::new("a@b.example", "A").with_product(
+            FakeUserProduct::new("Visio Online Plan 2")
+                .activated_on(date())
+                .devices(5, 0, 0, 1, 0)
+                .shared_computer(true),
+        )]);
+        let data = ReportData::Fixed {
+            refresh_date: date(),
+            products: products(),
+        };
+        let snapshot = DataSnapshot::take(&data, Some(&counts), Some(&users), SystemTime::now());
+        assert_eq!(
+            render_csv(FakeReport::ActivationCounts, &snapshot),
+            "\u{FEFF}Report Refresh Date,Product Type,Windows,Mac,Android,iOS,Windows 10 Mobile\r\n2026-11-25,VISIO ONLINE PLAN 2,1,2,3,4,5\r\n".as_bytes()
+        );
+        assert!(render_csv(FakeReport::UserDetail, &snapshot).ends_with(
+            b"\r\n2026-11-25,a@b.example,A,VISIO ONLINE PLAN 2,2026-11-25,5,0,0,1,0,True\r\n"
+        ));
+        let json: serde_json::Value = serde_json::from_slice(&render_json(
+            FakeReport::UserDetail,
+            &snapshot,
+            "https://graph.example",
+            PageRequest::first(200),
+            SystemTime::now(),
+        ))
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "@odata.context": "https://graph.example/beta/$metadata#Collection(microsoft.graph.office365ActivationsUserDetail)",
+                "value": [{
+                    "reportRefreshDate": "2026-11-25",
+                    "userPrincipalName": "a@b.example",
+                    "displayName": "A",
+                    "userActivationCounts": [{
+                        "productType": "Visio Online Plan 2",
+                        "lastActivatedDate": "2026-11-25",
+                        "windows": 5, "mac": 0, "windows10Mobile": 0, "ios": 1, "android": 0,
+                        "activatedOnSharedComputer": true
+                    }]
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn json_pages_chain_by_skiptoken_and_cover_every_user_once() {
+        let snapshot = fixed(products());
+        let now = SystemTime::now();
+        let mut page = PageRequest::first(7);
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            let v: serde_json::Value = serde_json::from_slice(&render_json(
+                FakeReport::UserDetail,
+                &snapshot,
+                "https://graph.example:8443",
+                page,
+                now,
+            ))
+            .unwrap();
+            let value = v["value"].as_array().unwrap();
+            assert!(value.len() <= 7);
+            seen.extend(value.iter().map(|u| u["userPrincipalName"].clone()));
+            let Some(next) = v["@odata.nextLink"].as_str() else {
+                break;
+            };
+            let token = next
+                .strip_prefix("https://graph.example:8443/beta/reports/getOffice365ActivationsUserDetail?$format=application%2Fjson&$skiptoken=")
+                .expect(next);
+            let (offset, secs) = decode_skiptoken(token).unwrap();
+            page.offset = offset as usize;
+            page.snapshot_secs = Some(secs);
+        }
+        assert_eq!(pages, 300usize.div_ceil(7));
+        let mut unique = seen.clone();
+        unique.sort_by_key(|u| u.to_string());
+        unique.dedup();
+        assert_eq!((seen.len(), unique.len()), (300, 300));
+
+        // The other reports are one page, whatever the page size.
+        for report in [FakeReport::UserCounts, FakeReport::ActivationCounts] {
+            let v: serde_json::Value = serde_json::from_slice(&render_json(
+                report,
+                &snapshot,
+                "https://g",
+                PageRequest::first(1),
+                now,
+            ))
+            .unwrap();
+            assert_eq!(v["value"].as_array().unwrap().len(), 2, "{report:?}");
+            assert!(v.get("@odata.nextLink").is_none());
+        }
+    }
+
+    #[test]
+    fn skiptokens_round_trip_and_reject_garbage() {
+        for (offset, secs) in [(0, 0), (200, 1_795_773_600), (u64::MAX, u64::MAX)] {
+            let token = encode_skiptoken(offset, secs);
+            assert_eq!(token.len(), 32);
+            assert_eq!(decode_skiptoken(&token), Some((offset, secs)));
+        }
+        for bad in ["", "abc", "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ", "é123456789012345678901234567890"] {
+            assert_eq!(decode_skiptoken(bad), None, "{bad}");
+        }
+    }
+}
