@@ -5,7 +5,10 @@
 //! builds its configuration from [`DEMO_TENANTS`]. The report numbers of a
 //! [`ReportData::Demo`](super::ReportData::Demo) tenant are a pure function of its seed and the
 //! wall-clock time ([`demo_products`]), so dashboards show smooth movement (a slow trend, a daily
-//! shape, a few percent within an hour) while tests can pin the values down exactly.
+//! shape, a few percent within an hour) while tests can pin the values down exactly. The user
+//! detail ([`demo_users`]) lists, at any instant, exactly the users those numbers count, each
+//! with seed-derived devices and activation dates; the activation counts
+//! ([`demo_activation_counts`]) are their device totals.
 
 use std::f64::consts::TAU;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -193,8 +196,8 @@ const LAST_NAMES: &[&str] = &[
 /// The rule, for the products `p_0, p_1, ...` of [`demo_products`] at that instant: the tenant's
 /// people are the `A_0 + A_1` users of its two main licences (`p_0`'s assigned users first, then
 /// `p_1`'s; one licence each); every further product (an add-on such as Project or Visio) is
-/// assigned to `min(A_i, people)` of them, spread evenly. So each product lists exactly its
-/// `assigned` users, of whom its first `activated` activated it and its first
+/// assigned to `min(A_i, people)` of them (`A_i` in practice), spread evenly. So each product
+/// lists its `assigned` users, of whom its first `activated` activated it and its first
 /// `shared_computer_activation` on a shared computer: the user detail agrees with the user counts
 /// at the same instant, and the activation counts are the device totals of the user detail.
 ///
@@ -235,7 +238,7 @@ impl DemoUsers {
             .iter()
             .map(|p| {
                 let listed = p.assigned.min(people);
-                (listed, if listed == 0 { 1 } else { people / listed })
+                (listed, people.checked_div(listed).unwrap_or(1))
             })
             .collect();
         let day = refresh_date
@@ -565,7 +568,10 @@ mod tests {
             .collect();
         let at_limit = activated.iter().filter(|r| r.computers() >= 5).count();
         let never = rows.len() - activated.len();
-        let shared = rows.iter().filter(|r| r.activated_on_shared_computer).count();
+        let shared = rows
+            .iter()
+            .filter(|r| r.activated_on_shared_computer)
+            .count();
         let macs = activated.iter().filter(|r| r.mac > 0).count();
         let mobile_only = activated
             .iter()
@@ -575,9 +581,8 @@ mod tests {
         assert!(at_limit * 8 < activated.len(), "{at_limit} at the limit");
         assert!(never > 100 && shared > 100 && macs > 100 && mobile_only > 10);
         assert!(activated.iter().all(|r| r.computers() <= 5));
-        assert!(rows
-            .iter()
-            .all(|r| r.last_activated_date.is_some() || *r == &FakeUserProduct::new(r.product_type.clone())));
+        assert!(rows.iter().all(|r| r.last_activated_date.is_some()
+            || *r == &FakeUserProduct::new(r.product_type.clone())));
         // Last activations spread over a year before the refresh date.
         let ages: Vec<i64> = activated
             .iter()
@@ -605,7 +610,10 @@ mod tests {
     fn demo_user_detail_is_deterministic_and_drifts_slowly() {
         let at = fixed_time();
         assert_eq!(demo_users(42, at), demo_users(42, at));
-        assert_eq!(demo_activation_counts(42, at), demo_activation_counts(42, at));
+        assert_eq!(
+            demo_activation_counts(42, at),
+            demo_activation_counts(42, at)
+        );
         let (_, a) = demo_activation_counts(42, at);
         let (_, b) = demo_activation_counts(42, at + Duration::from_secs(3600));
         let (_, c) = demo_activation_counts(42, at + Duration::from_secs(14 * 86_400));

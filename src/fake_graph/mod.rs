@@ -12,9 +12,9 @@
 //!    `GET /v1.0/reports/getOffice365ActivationsUserCounts`, `.../getOffice365ActivationCounts`
 //!    and `.../getOffice365ActivationsUserDetail` (any case, also with `()` or `%28%29`, and under
 //!    `/beta/`), checking the bearer token and permissions, throttling like Graph (14 requests per
-//!    10 minutes per app, tenant and report) and answering `302 Found` to a pre-authenticated
-//!    link on... (beta `$format=application/json` answers directly: the user detail in pages of
-//!    [`FakeGraphOptions::json_page_size`] users chained by `@odata.nextLink`)
+//!    10 minutes per app, tenant and report), answering beta `$format=application/json` directly
+//!    (the user detail in pages of [`FakeGraphOptions::json_page_size`] users chained by an
+//!    absolute `@odata.nextLink`) and the CSV with `302 Found` to a pre-authenticated link on...
 //! 3. the **download host** ([`FakeGraph::download_origin`], like `reports.office.com`, named
 //!    `localhost` so that it is a different host name, not just a different port), which serves
 //!    the report's CSV (UTF-8 BOM, CRLF) to whoever holds a fresh link, and records any

@@ -842,7 +842,10 @@ mod tests {
             assert!(r.file_name().ends_with(".csv"));
             assert!(r.csv_header().starts_with("Report Refresh Date,"));
         }
-        assert_eq!(FakeReport::from_api_name("getOffice365ActiveUserCounts"), None);
+        assert_eq!(
+            FakeReport::from_api_name("getOffice365ActiveUserCounts"),
+            None
+        );
         let names: Vec<_> = FakeReport::ALL.iter().map(|r| r.config_name()).collect();
         assert_eq!(names, ["user_counts", "activation_counts", "user_detail"]);
     }
@@ -878,16 +881,10 @@ mod tests {
         let project = rows(&users, "PROJECT ONLINE DESKTOP CLIENT");
         assert_eq!(m365.len(), 300);
         assert_eq!(project.len(), 120);
-        let activated = |r: &[&FakeUserProduct]| {
-            r.iter()
-                .filter(|p| p.last_activated_date.is_some())
-                .count()
-        };
-        let shared = |r: &[&FakeUserProduct]| {
-            r.iter()
-                .filter(|p| p.activated_on_shared_computer)
-                .count()
-        };
+        let activated =
+            |r: &[&FakeUserProduct]| r.iter().filter(|p| p.last_activated_date.is_some()).count();
+        let shared =
+            |r: &[&FakeUserProduct]| r.iter().filter(|p| p.activated_on_shared_computer).count();
         assert_eq!((activated(&m365), shared(&m365)), (191, 114));
         assert_eq!((activated(&project), shared(&project)), (88, 0));
         // Users share products: the first 120 have both, in product order.
@@ -904,7 +901,10 @@ mod tests {
         let at_limit = m365.iter().filter(|p| p.computers() >= 5).count();
         assert_eq!(at_limit, 191 / 5 + usize::from(191 % 5 == 4));
         let never = &users[250].products[0];
-        assert_eq!(never, &FakeUserProduct::new("MICROSOFT 365 APPS FOR ENTERPRISE"));
+        assert_eq!(
+            never,
+            &FakeUserProduct::new("MICROSOFT 365 APPS FOR ENTERPRISE")
+        );
         assert!(derived_users(date(), &[]).is_empty());
         // A product with nobody assigned lists nobody, whatever its other numbers.
         assert!(derived_users(date(), &[FakeProduct::new("X", 0, 5, 5)]).is_empty());
@@ -919,7 +919,10 @@ mod tests {
             let text = text.strip_prefix('\u{FEFF}').expect("BOM");
             assert!(text.starts_with(&format!("{}\r\n", report.csv_header())));
             assert!(text.ends_with("\r\n"));
-            assert!(!text.replace("\r\n", "").contains('\n'), "{report:?}: bare LF");
+            assert!(
+                !text.replace("\r\n", "").contains('\n'),
+                "{report:?}: bare LF"
+            );
             for line in text.trim_end().split("\r\n").skip(1) {
                 assert!(line.starts_with("2026-11-25,"), "{line}");
             }
@@ -942,13 +945,23 @@ mod tests {
         let empty = fixed(vec![]);
         for report in FakeReport::ALL {
             let csv = render_csv(report, &empty);
-            assert_eq!(csv, format!("\u{FEFF}{}\r\n", report.csv_header()).as_bytes());
+            assert_eq!(
+                csv,
+                format!("\u{FEFF}{}\r\n", report.csv_header()).as_bytes()
+            );
         }
     }
 
     #[test]
     fn explicit_lists_win_over_derived_ones() {
-        let counts = Arc::new(vec![FakePlatformCounts::new("Visio Online Plan 2", 1, 2, 3, 4, 5)]);
+        let counts = Arc::new(vec![FakePlatformCounts::new(
+            "Visio Online Plan 2",
+            1,
+            2,
+            3,
+            4,
+            5,
+        )]);
         let users = Arc::new(vec![FakeUser::new("a@b.example", "A").with_product(
             FakeUserProduct::new("Visio Online Plan 2")
                 .activated_on(date())
@@ -1052,7 +1065,12 @@ mod tests {
             assert_eq!(token.len(), 32);
             assert_eq!(decode_skiptoken(&token), Some((offset, secs)));
         }
-        for bad in ["", "abc", "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ", "é123456789012345678901234567890"] {
+        for bad in [
+            "",
+            "abc",
+            "ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "é123456789012345678901234567890",
+        ] {
             assert_eq!(decode_skiptoken(bad), None, "{bad}");
         }
     }

@@ -87,7 +87,9 @@ async fn every_report_answers_every_path_form() {
             let resp = report_request(&fake, &client, &token, form).await;
             assert_eq!(resp.status(), StatusCode::FOUND, "{form}");
             assert_eq!(resp.headers()["content-type"], "text/plain");
-            assert!(location(&resp).starts_with(&format!("{}/data/download/", fake.download_origin())));
+            assert!(
+                location(&resp).starts_with(&format!("{}/data/download/", fake.download_origin()))
+            );
         }
         let stats = fake.stats(TENANT);
         assert_eq!(stats.report(report).report_paths, forms, "{report:?}");
@@ -96,7 +98,10 @@ async fn every_report_answers_every_path_form() {
     // The top-level fields are the user counts report's only.
     let stats = fake.stats(TENANT);
     assert_eq!(stats.report_requests, 6);
-    assert_eq!(stats.report_paths, stats.report(FakeReport::UserCounts).report_paths);
+    assert_eq!(
+        stats.report_paths,
+        stats.report(FakeReport::UserCounts).report_paths
+    );
     assert_eq!(stats.user_agents.len(), 6);
     assert_eq!(stats.reports.len(), 3);
 
@@ -107,7 +112,11 @@ async fn every_report_answers_every_path_form() {
         "/v1.0/getOffice365ActivationCounts",
     ] {
         let (s, code, _) = graph_error(report_request(&fake, &client, &token, bad).await).await;
-        assert_eq!((s.as_u16(), code.as_str()), (404, "ResourceNotFound"), "{bad}");
+        assert_eq!(
+            (s.as_u16(), code.as_str()),
+            (404, "ResourceNotFound"),
+            "{bad}"
+        );
     }
     let stats = fake.stats(TENANT);
     assert_eq!(
@@ -176,7 +185,11 @@ async fn json_of_each_report_is_beta_only() {
     for report in FakeReport::ALL {
         let v1 = format!("{}?$format=application/json", path("v1.0", report));
         let (s, code, _) = graph_error(report_request(&fake, &client, &token, &v1).await).await;
-        assert_eq!((s.as_u16(), code.as_str()), (400, "BadRequest"), "{report:?}");
+        assert_eq!(
+            (s.as_u16(), code.as_str()),
+            (400, "BadRequest"),
+            "{report:?}"
+        );
         let v = json(report_request(&fake, &client, &token, &json_path(report)).await).await;
         assert_eq!(
             v["@odata.context"],
@@ -211,16 +224,8 @@ async fn json_of_each_report_is_beta_only() {
         })
     );
     assert_eq!(v["value"].as_array().unwrap().len(), 2);
-    let v = json(
-        report_request(
-            &fake,
-            &client,
-            &token,
-            &json_path(FakeReport::UserDetail),
-        )
-        .await,
-    )
-    .await;
+    let v = json(report_request(&fake, &client, &token, &json_path(FakeReport::UserDetail)).await)
+        .await;
     let user = &v["value"][3];
     assert_eq!(user["userPrincipalName"], "user0003@fake.example");
     assert_eq!(user["reportRefreshDate"], "2026-11-25");
@@ -247,7 +252,10 @@ async fn user_detail_json_is_paged_by_next_links() {
     let token = get_token(&fake, &client).await;
     let pages = all_pages(&fake, &client, &token, &json_path(FakeReport::UserDetail)).await;
     assert_eq!(
-        pages.iter().map(|p| p["value"].as_array().unwrap().len()).collect::<Vec<_>>(),
+        pages
+            .iter()
+            .map(|p| p["value"].as_array().unwrap().len())
+            .collect::<Vec<_>>(),
         [200, 100]
     );
 
@@ -263,12 +271,18 @@ async fn user_detail_json_is_paged_by_next_links() {
     assert!(pages[..pages.len() - 1]
         .iter()
         .all(|p| p["@odata.nextLink"].is_string() && p["value"].as_array().unwrap().len() == 7));
-    let expected: Vec<String> = (0..300).map(|j| format!("user{j:04}@fake.example")).collect();
+    let expected: Vec<String> = (0..300)
+        .map(|j| format!("user{j:04}@fake.example"))
+        .collect();
     assert_eq!(upns(&pages), expected);
     let stats = fake.stats(TENANT);
     let detail = stats.report(FakeReport::UserDetail);
     assert_eq!(detail.report_requests, pages.len() as u64);
-    assert!(detail.report_paths[1].contains("$skiptoken="), "{:?}", detail.report_paths);
+    assert!(
+        detail.report_paths[1].contains("$skiptoken="),
+        "{:?}",
+        detail.report_paths
+    );
     assert_eq!(stats.report_requests, 0, "user counts untouched");
 
     // `$top` sets the page size, and the next links keep it.
@@ -289,9 +303,15 @@ async fn user_detail_json_is_paged_by_next_links() {
     }
     // The same options on a CSV request or another report are ignored.
     let p = format!("{}?$top=0", path("v1.0", FakeReport::UserDetail));
-    assert_eq!(report_request(&fake, &client, &token, &p).await.status(), 302);
+    assert_eq!(
+        report_request(&fake, &client, &token, &p).await.status(),
+        302
+    );
     let p = format!("{}&$top=0", json_path(FakeReport::ActivationCounts));
-    assert_eq!(report_request(&fake, &client, &token, &p).await.status(), 200);
+    assert_eq!(
+        report_request(&fake, &client, &token, &p).await.status(),
+        200
+    );
 
     // An empty user list is one empty page.
     fake.set_users(TENANT, vec![]);
@@ -320,7 +340,11 @@ async fn throttle_counts_each_report_and_format_separately() {
         assert!(resp.headers().get("retry-after").is_some());
     }
     // JSON has its own budget per report; each page of the user detail draws from it.
-    let mut next = Some(format!("{}{}", fake.graph_endpoint(), json_path(FakeReport::UserDetail)));
+    let mut next = Some(format!(
+        "{}{}",
+        fake.graph_endpoint(),
+        json_path(FakeReport::UserDetail)
+    ));
     let mut served = 0;
     while let Some(url) = next.take() {
         let resp = client.get(&url).bearer_auth(&token).send().await.unwrap();
@@ -328,11 +352,23 @@ async fn throttle_counts_each_report_and_format_separately() {
             break;
         }
         served += 1;
-        next = json(resp).await["@odata.nextLink"].as_str().map(str::to_string);
+        next = json(resp).await["@odata.nextLink"]
+            .as_str()
+            .map(str::to_string);
     }
     assert_eq!(served, 15);
-    let resp = report_request(&fake, &client, &token, &json_path(FakeReport::ActivationCounts)).await;
-    assert_eq!(resp.status(), 200, "another report's JSON budget is untouched");
+    let resp = report_request(
+        &fake,
+        &client,
+        &token,
+        &json_path(FakeReport::ActivationCounts),
+    )
+    .await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "another report's JSON budget is untouched"
+    );
 
     let stats = fake.stats(TENANT);
     assert_eq!(
@@ -362,13 +398,25 @@ async fn canned_answers_are_queued_per_report() {
     let uc = path("v1.0", FakeReport::UserCounts);
     let ac = path("v1.0", FakeReport::ActivationCounts);
     let ud = path("v1.0", FakeReport::UserDetail);
-    assert_eq!(report_request(&fake, &client, &token, &ud).await.status(), 302);
-    assert_eq!(report_request(&fake, &client, &token, &uc).await.status(), 500);
+    assert_eq!(
+        report_request(&fake, &client, &token, &ud).await.status(),
+        302
+    );
+    assert_eq!(
+        report_request(&fake, &client, &token, &uc).await.status(),
+        500
+    );
     let resp = report_request(&fake, &client, &token, &ac).await;
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "7");
-    assert_eq!(report_request(&fake, &client, &token, &ac).await.status(), 302);
-    assert_eq!(report_request(&fake, &client, &token, &uc).await.status(), 302);
+    assert_eq!(
+        report_request(&fake, &client, &token, &ac).await.status(),
+        302
+    );
+    assert_eq!(
+        report_request(&fake, &client, &token, &uc).await.status(),
+        302
+    );
 
     // Downloads: each report's queue serves only its links.
     fake.push_download_response_for(
@@ -386,13 +434,25 @@ async fn canned_answers_are_queued_per_report() {
 
     // Scripted user detail pages: a page whose nextLink points at itself, twice, then a
     // truncated page, then the real first page.
-    let first = format!("{}{}", fake.graph_endpoint(), json_path(FakeReport::UserDetail));
+    let first = format!(
+        "{}{}",
+        fake.graph_endpoint(),
+        json_path(FakeReport::UserDetail)
+    );
     let looping = format!(
         r#"{{"value":[{{"userPrincipalName":"loop@x.example","userActivationCounts":[]}}],"@odata.nextLink":"{first}"}}"#
     );
-    fake.push_report_response_for(FakeReport::UserDetail, TENANT, Canned::json(looping.clone()));
+    fake.push_report_response_for(
+        FakeReport::UserDetail,
+        TENANT,
+        Canned::json(looping.clone()),
+    );
     fake.push_report_response_for(FakeReport::UserDetail, TENANT, Canned::json(looping));
-    fake.push_report_response_for(FakeReport::UserDetail, TENANT, Canned::json(r#"{"value":[{"userPr"#));
+    fake.push_report_response_for(
+        FakeReport::UserDetail,
+        TENANT,
+        Canned::json(r#"{"value":[{"userPr"#),
+    );
     let mut url = first.clone();
     for _ in 0..2 {
         let v = json(client.get(&url).bearer_auth(&token).send().await.unwrap()).await;
@@ -415,7 +475,10 @@ async fn canned_answers_are_queued_per_report() {
         FakeReport::ALL.map(|r| stats.report(r).download_requests),
         [1, 0, 2]
     );
-    assert_eq!(FakeReport::ALL.map(|r| stats.report(r).throttled_requests), [0; 3]);
+    assert_eq!(
+        FakeReport::ALL.map(|r| stats.report(r).throttled_requests),
+        [0; 3]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -451,7 +514,10 @@ async fn stats_record_request_times_per_report() {
         assert_eq!(r.client_request_ids, [None, Some(format!("id-{i}"))]);
         assert_eq!(r.report_paths.len(), 2);
     }
-    assert_eq!(stats.report_client_request_ids, [None, Some("id-0".to_string())]);
+    assert_eq!(
+        stats.report_client_request_ids,
+        [None, Some("id-0".to_string())]
+    );
 }
 
 #[tokio::test]
@@ -495,9 +561,14 @@ async fn body_and_data_knobs_are_per_report() {
     fake.set_report_body(TENANT, Some(Bytes::from_static(b"uc")));
     let mut links = Vec::new();
     for report in FakeReport::ALL {
-        links.push(location(&report_request(&fake, &client, &token, &path("v1.0", report)).await));
+        links.push(location(
+            &report_request(&fake, &client, &token, &path("v1.0", report)).await,
+        ));
     }
-    assert_eq!(download_csv(&client, &links[0], FakeReport::UserCounts).await, "uc");
+    assert_eq!(
+        download_csv(&client, &links[0], FakeReport::UserCounts).await,
+        "uc"
+    );
     assert_eq!(
         download_csv(&client, &links[1], FakeReport::ActivationCounts).await,
         "<html>no</html>"
@@ -511,7 +582,14 @@ async fn body_and_data_knobs_are_per_report() {
     let date = NaiveDate::from_ymd_opt(2026, 11, 25).unwrap();
     fake.set_activation_counts(
         TENANT,
-        vec![FakePlatformCounts::new("VISIO ONLINE PLAN 2", 9, 8, 7, 6, 5)],
+        vec![FakePlatformCounts::new(
+            "VISIO ONLINE PLAN 2",
+            9,
+            8,
+            7,
+            6,
+            5,
+        )],
     );
     fake.set_users(
         TENANT,
@@ -540,7 +618,8 @@ async fn body_and_data_knobs_are_per_report() {
             "2026-11-25,ann@x.example,\"Ann, Lee\",VISIO ONLINE PLAN 2,,0,0,0,0,0,False",
         ]
     );
-    let v = json(report_request(&fake, &client, &token, &json_path(FakeReport::UserDetail)).await).await;
+    let v = json(report_request(&fake, &client, &token, &json_path(FakeReport::UserDetail)).await)
+        .await;
     assert_eq!(v["value"].as_array().unwrap().len(), 2);
     assert_eq!(v["value"][1]["userActivationCounts"], serde_json::json!([]));
     assert!(data_lines(&download_csv(&client, &links[0], FakeReport::UserCounts).await).is_empty());
@@ -562,7 +641,9 @@ async fn national_clouds_serve_every_report_on_beta_only() {
     }
     let client = builder.build().unwrap();
     let resp = client
-        .post(format!("https://login.microsoftonline.us/{TENANT}/oauth2/v2.0/token"))
+        .post(format!(
+            "https://login.microsoftonline.us/{TENANT}/oauth2/v2.0/token"
+        ))
         .form(&[
             ("client_id", CLIENT),
             ("scope", "https://graph.microsoft.us/.default"),
@@ -586,14 +667,22 @@ async fn national_clouds_serve_every_report_on_beta_only() {
         assert_eq!((s.as_u16(), code.as_str()), (400, "BadRequest"));
         assert_eq!(
             message,
-            format!("Resource not found for the segment '{}'.", report.api_name())
+            format!(
+                "Resource not found for the segment '{}'.",
+                report.api_name()
+            )
         );
         assert_eq!(get(path("beta", report)).await.unwrap().status(), 302);
     }
     // The next link names the host the client used.
     let v = json(get(json_path(FakeReport::UserDetail)).await.unwrap()).await;
     let next = v["@odata.nextLink"].as_str().unwrap().to_string();
-    assert!(next.starts_with("https://graph.microsoft.us/beta/reports/getOffice365ActivationsUserDetail?"), "{next}");
+    assert!(
+        next.starts_with(
+            "https://graph.microsoft.us/beta/reports/getOffice365ActivationsUserDetail?"
+        ),
+        "{next}"
+    );
     let v = json(client.get(&next).bearer_auth(&token).send().await.unwrap()).await;
     assert_eq!(v["value"][0]["userPrincipalName"], "user0100@fake.example");
 }
@@ -616,30 +705,53 @@ async fn demo_tenants_serve_every_report() {
     .await;
     assert_eq!(s, 200);
     let token = j["access_token"].as_str().unwrap().to_string();
-    let loc = location(&report_request(&fake, &client, &token, &path("v1.0", FakeReport::ActivationCounts)).await);
+    let loc = location(
+        &report_request(
+            &fake,
+            &client,
+            &token,
+            &path("v1.0", FakeReport::ActivationCounts),
+        )
+        .await,
+    );
     let csv = download_csv(&client, &loc, FakeReport::ActivationCounts).await;
     assert_eq!(data_lines(&csv).len(), 5);
 
-    let loc = location(&report_request(&fake, &client, &token, &path("v1.0", FakeReport::UserDetail)).await);
+    let loc = location(
+        &report_request(
+            &fake,
+            &client,
+            &token,
+            &path("v1.0", FakeReport::UserDetail),
+        )
+        .await,
+    );
     let started = std::time::Instant::now();
     let csv = download_csv(&client, &loc, FakeReport::UserDetail).await;
     let elapsed = started.elapsed();
     let rows = data_lines(&csv);
-    let users: std::collections::HashSet<&str> = rows
-        .iter()
-        .map(|l| l.split(',').nth(1).unwrap())
-        .collect();
+    let users: std::collections::HashSet<&str> =
+        rows.iter().map(|l| l.split(',').nth(1).unwrap()).collect();
     assert!((2_000..=6_000).contains(&users.len()), "{}", users.len());
     // The last six fields have no commas: windows, mac, w10m, ios, android, shared (reversed).
     let at_limit = rows
         .iter()
         .filter(|l| {
-            let tail: Vec<u64> = l.rsplit(',').skip(1).take(5).map(|f| f.parse().unwrap()).collect();
+            let tail: Vec<u64> = l
+                .rsplit(',')
+                .skip(1)
+                .take(5)
+                .map(|f| f.parse().unwrap())
+                .collect();
             tail[3] + tail[4] >= 5
         })
         .count();
     assert!(at_limit > 0, "someone at the install limit");
-    assert!(elapsed < Duration::from_secs(5), "{elapsed:?} for {} rows", rows.len());
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "{elapsed:?} for {} rows",
+        rows.len()
+    );
 
     let pages = all_pages(&fake, &client, &token, &json_path(FakeReport::UserDetail)).await;
     let listed = upns(&pages);
