@@ -19,9 +19,6 @@ use crate::error::{parse_retry_after, Error, HttpFailure, RequestIds, Stage};
 use crate::http_client::{read_capped, snippet, HttpClient, ERROR_BODY_LIMIT};
 use crate::reports::Parser;
 
-/// The user counts report's Graph function (the fake Graph names it in an error).
-pub const REPORT: &str = "getOffice365ActivationsUserCounts";
-
 /// At most this many redirects are followed after the report request (Graph's 302 and whatever
 /// the download host adds).
 pub const MAX_REDIRECTS: usize = 3;

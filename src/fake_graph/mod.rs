@@ -7,14 +7,18 @@
 //! 1. the **login host** ([`FakeGraph::authority_host`], like `login.microsoftonline.com`):
 //!    `POST /{tenant}/oauth2/v2.0/token` with client credentials, answering with Entra ID's real
 //!    error codes (AADSTS90002, 700016, 7000215, 7000222, 70011, 70003, ...) and body shape;
-//! 2. the **Graph host** ([`FakeGraph::graph_endpoint`], like `graph.microsoft.com`):
-//!    `GET /v1.0/reports/getOffice365ActivationsUserCounts` (also with `()` and under `/beta/`),
-//!    checking the bearer token and permissions, throttling like Graph (14 requests per 10
-//!    minutes per app and tenant) and answering `302 Found` to a pre-authenticated link on...
+//! 2. the **Graph host** ([`FakeGraph::graph_endpoint`], like `graph.microsoft.com`): the three
+//!    views of the Office activations report ([`FakeReport`]),
+//!    `GET /v1.0/reports/getOffice365ActivationsUserCounts`, `.../getOffice365ActivationCounts`
+//!    and `.../getOffice365ActivationsUserDetail` (any case, also with `()` or `%28%29`, and under
+//!    `/beta/`), checking the bearer token and permissions, throttling like Graph (14 requests per
+//!    10 minutes per app, tenant and report), answering beta `$format=application/json` directly
+//!    (the user detail in pages of [`FakeGraphOptions::json_page_size`] users chained by an
+//!    absolute `@odata.nextLink`) and the CSV with `302 Found` to a pre-authenticated link on...
 //! 3. the **download host** ([`FakeGraph::download_origin`], like `reports.office.com`, named
 //!    `localhost` so that it is a different host name, not just a different port), which serves
-//!    the CSV (UTF-8 BOM, CRLF) to whoever holds a fresh link, and records any `Authorization`
-//!    header that reaches it: the bearer token must never be sent there.
+//!    the report's CSV (UTF-8 BOM, CRLF) to whoever holds a fresh link, and records any
+//!    `Authorization` header that reaches it: the bearer token must never be sent there.
 //!
 //! The servers present a certificate signed by a CA generated at start ([`FakeGraph::ca_pem`]),
 //! so only a client that trusts that CA accepts them. All timing (token and link expiry, throttle
@@ -29,15 +33,19 @@
 //! issues tokens only for its own Graph, and the national Graphs have only the beta report. Two
 //! plain HTTP listeners play IMDS and the App Service identity endpoint ([`msi`]).
 //!
-//! Tests script unusual answers per tenant with [`Canned`] (first in, first out, overriding the
-//! normal behaviour) and the other knobs of [`FakeGraph`], and inspect what the exporter did with
-//! [`FakeGraph::stats`]. [`FakeGraphOptions::demo`] gives the `--demo` setup: two tenants
-//! ([`DEMO_TENANTS`]) whose numbers drift slowly with wall-clock time ([`demo_products`]).
+//! Tests script unusual answers per tenant and report with [`Canned`] (first in, first out,
+//! overriding the normal behaviour) and the other knobs of [`FakeGraph`], and inspect what the
+//! exporter did with [`FakeGraph::stats`]. A tenant's activation counts and user detail are set
+//! with [`FakeGraph::set_activation_counts`] and [`FakeGraph::set_users`], else derived from its
+//! user counts ([`derived_activation_counts`], [`derived_users`]). [`FakeGraphOptions::demo`]
+//! gives the `--demo` setup: two tenants ([`DEMO_TENANTS`]) whose numbers drift slowly with
+//! wall-clock time ([`demo_products`], [`demo_activation_counts`], [`demo_users`]).
 
 mod clock;
 mod demo;
 pub mod identity;
 pub mod msi;
+mod reports;
 mod scenario;
 mod server;
 mod tls;
@@ -54,9 +62,15 @@ use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 pub use clock::FrozenClock;
-pub use demo::{demo_products, DEMO_PRODUCT_TYPES, DEMO_SEEDS, DEMO_TENANTS};
+pub use demo::{
+    demo_activation_counts, demo_products, demo_users, DEMO_PRODUCT_TYPES, DEMO_SEEDS, DEMO_TENANTS,
+};
 pub use identity::{AssertionSeen, FakeCloud, FakeFederatedCredential, TOKEN_EXCHANGE_AUDIENCE};
 pub use msi::{FakeManagedIdentity, FakeMsiStats};
+pub use reports::{
+    derived_activation_counts, derived_users, FakePlatformCounts, FakeReport, FakeReportStats,
+    FakeUser, FakeUserProduct, DERIVED_USERS_CAP,
+};
 pub use scenario::Canned;
 
 use scenario::{Endpoint, State, TenantState};
@@ -68,9 +82,10 @@ pub struct FakeGraphOptions {
     /// The tenants the fake knows; any other tenant id is answered as Entra ID answers an
     /// unknown tenant (AADSTS90002).
     pub tenants: Vec<FakeTenant>,
-    /// How many report requests Graph accepts per `throttle_window` per (tenant, client id)
-    /// before answering 429 (the real CSV limit is 14 per 10 minutes). The beta JSON form has its
-    /// own budget of `throttle_limit * 100 / 14` (rounded up), as the real JSON limit is 100.
+    /// How many report requests Graph accepts per `throttle_window` per (tenant, client id,
+    /// report) before answering 429 (the real CSV limit is 14 per 10 minutes, counted per report
+    /// API). The beta JSON form has its own budget of `throttle_limit * 100 / 14` (rounded up),
+    /// as the real JSON limit is 100; every page of a paged JSON report draws from it.
     pub throttle_limit: u32,
     /// The sliding window `throttle_limit` applies to (real: 10 minutes).
     pub throttle_window: Duration,
@@ -83,6 +98,9 @@ pub struct FakeGraphOptions {
     pub latency: Duration,
     /// The managed identities the fake IMDS and App Service endpoints know.
     pub managed_identities: Vec<FakeManagedIdentity>,
+    /// Users per page of the user detail's beta JSON (real: about 200); a client's `$top`
+    /// overrides it per request. Zero counts as one.
+    pub json_page_size: usize,
 }
 
 /// TLS connections accepted so far, per host: shows whether a client pools its connections.
@@ -107,6 +125,7 @@ impl Default for FakeGraphOptions {
             token_lifetime: Duration::from_secs(3599),
             latency: Duration::ZERO,
             managed_identities: Vec::new(),
+            json_page_size: 200,
         }
     }
 }
@@ -183,6 +202,12 @@ impl FakeTenant {
 }
 
 /// Where a tenant's report numbers come from.
+///
+/// The user counts come from here directly. The activation counts and the user detail are what a
+/// test set with [`FakeGraph::set_activation_counts`] and [`FakeGraph::set_users`]; without
+/// that, a fixed tenant derives them from its products ([`derived_activation_counts`],
+/// [`derived_users`]) and a demo tenant computes them ([`demo_activation_counts`],
+/// [`demo_users`]). Every report carries the refresh date given here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReportData {
     /// Exactly these numbers, until changed with [`FakeGraph::set_products`].
@@ -233,6 +258,12 @@ impl FakeProduct {
 
 /// What the fake saw for one tenant, as returned by [`FakeGraph::stats`] (a snapshot).
 ///
+/// The report fields at the top level (`report_requests`, `download_requests`,
+/// `throttled_requests`, `report_client_request_ids`, `report_paths`, `user_agents`,
+/// `report_http_versions`) are about the user counts report only, as before the other reports
+/// existed; [`FakeStats::reports`] has every report, user counts included.
+/// `download_authorization_headers` collects from the downloads of every report.
+///
 /// Requests are attributed to a tenant by the URL path on the login host, by the bearer token on
 /// the Graph host, and on the download host by the link or, for a path that is no link (mangled,
 /// or a relative redirect the client followed), by the bearer token that came along, else the
@@ -248,8 +279,8 @@ pub struct FakeStats {
     pub download_requests: u64,
     /// Report requests answered 429 by the built-in throttle (not counting canned 429s).
     pub throttled_requests: u64,
-    /// Every `Authorization` header value that reached the download host; the exporter must never
-    /// send one there, so tests assert this stays empty.
+    /// Every `Authorization` header value that reached the download host, for a download of any
+    /// report; the exporter must never send one there, so tests assert this stays empty.
     pub download_authorization_headers: Vec<String>,
     /// The `client-request-id` header of each report request, in order (`None` when absent).
     pub report_client_request_ids: Vec<Option<String>>,
@@ -266,6 +297,18 @@ pub struct FakeStats {
     pub token_methods: Vec<String>,
     /// Every client assertion received (certificate or federated), accepted or not.
     pub client_assertions: Vec<AssertionSeen>,
+    /// Per report (every one of [`FakeReport::ALL`] is present): requests, downloads, throttled
+    /// requests, paths and times.
+    pub reports: HashMap<FakeReport, FakeReportStats>,
+}
+
+impl FakeStats {
+    /// The statistics of `report` (empty ones if nothing was recorded).
+    pub fn report(&self, report: FakeReport) -> &FakeReportStats {
+        self.reports
+            .get(&report)
+            .unwrap_or(&reports::NO_REPORT_STATS)
+    }
 }
 
 /// A running fake: three HTTPS listeners and their shared state. Dropping it stops the
@@ -332,6 +375,7 @@ impl FakeGraph {
             throttle_limit: opts.throttle_limit,
             json_throttle_limit: json_limit(opts.throttle_limit),
             throttle_window: opts.throttle_window,
+            json_page_size: opts.json_page_size.max(1),
             link_ttl: opts.link_ttl,
             token_lifetime: opts.token_lifetime,
             latency: opts.latency,
@@ -486,17 +530,51 @@ impl FakeGraph {
         self.push(Endpoint::Token, "push_token_response", tenant_id, c);
     }
 
-    /// Queues `c` as the answer to a coming report request presenting a token of `tenant_id`
-    /// (FIFO). It is served whatever the token's state (expired, revoked) and bypasses the
-    /// throttle.
+    /// Queues `c` as the answer to a coming user counts report request presenting a token of
+    /// `tenant_id` (FIFO): [`FakeGraph::push_report_response_for`] with
+    /// [`FakeReport::UserCounts`].
     pub fn push_report_response(&self, tenant_id: &str, c: Canned) {
-        self.push(Endpoint::Report, "push_report_response", tenant_id, c);
+        self.push(
+            Endpoint::Report(FakeReport::UserCounts),
+            "push_report_response",
+            tenant_id,
+            c,
+        );
     }
 
-    /// Queues `c` as the answer to a coming download of a link of `tenant_id` (FIFO), whatever
-    /// the link's state (expired, bad signature).
+    /// Queues `c` as the answer to a coming request for `report` presenting a token of
+    /// `tenant_id` (FIFO, one queue per report), CSV or JSON, any page. It is served whatever the
+    /// token's state (expired, revoked) and bypasses the throttle.
+    pub fn push_report_response_for(&self, report: FakeReport, tenant_id: &str, c: Canned) {
+        self.push(
+            Endpoint::Report(report),
+            "push_report_response_for",
+            tenant_id,
+            c,
+        );
+    }
+
+    /// Queues `c` as the answer to a coming download of a user counts link of `tenant_id`
+    /// (FIFO): [`FakeGraph::push_download_response_for`] with [`FakeReport::UserCounts`].
     pub fn push_download_response(&self, tenant_id: &str, c: Canned) {
-        self.push(Endpoint::Download, "push_download_response", tenant_id, c);
+        self.push(
+            Endpoint::Download(FakeReport::UserCounts),
+            "push_download_response",
+            tenant_id,
+            c,
+        );
+    }
+
+    /// Queues `c` as the answer to a coming download of a link to `report` of `tenant_id` (FIFO,
+    /// one queue per report), whatever the link's state (expired, bad signature). A download
+    /// that is no link is taken for the report of the previous download on its connection.
+    pub fn push_download_response_for(&self, report: FakeReport, tenant_id: &str, c: Canned) {
+        self.push(
+            Endpoint::Download(report),
+            "push_download_response_for",
+            tenant_id,
+            c,
+        );
     }
 
     /// Shared body of the `push_*_response` knobs.
@@ -506,13 +584,49 @@ impl FakeGraph {
         });
     }
 
-    /// `Some(bytes)`: downloads of this tenant's report serve exactly these bytes (malformed or
-    /// odd CSV, HTML, oversized bodies); `None`: back to the generated CSV.
+    /// `Some(bytes)`: downloads of this tenant's user counts report serve exactly these bytes
+    /// (malformed or odd CSV, HTML, oversized bodies); `None`: back to the generated CSV.
     pub fn set_report_body(&self, tenant_id: &str, body: Option<Bytes>) {
-        self.with_tenant("set_report_body", tenant_id, |t| t.body_override = body);
+        self.set_body(FakeReport::UserCounts, "set_report_body", tenant_id, body);
     }
 
-    /// Replaces the tenant's report data with fixed numbers (also turning a demo tenant fixed).
+    /// `Some(bytes)`: downloads of this tenant's `report` serve exactly these bytes; `None`:
+    /// back to the generated CSV. (The JSON form is scripted with
+    /// [`FakeGraph::push_report_response_for`].)
+    pub fn set_report_body_for(&self, report: FakeReport, tenant_id: &str, body: Option<Bytes>) {
+        self.set_body(report, "set_report_body_for", tenant_id, body);
+    }
+
+    /// Shared body of the `set_report_body*` knobs.
+    fn set_body(&self, report: FakeReport, what: &str, tenant_id: &str, body: Option<Bytes>) {
+        self.with_tenant(what, tenant_id, |t| match body {
+            Some(body) => {
+                t.body_override.insert(report, body);
+            }
+            None => {
+                t.body_override.remove(&report);
+            }
+        });
+    }
+
+    /// Replaces the tenant's activation counts report with these rows (an empty list gives a
+    /// header-only CSV), instead of the ones derived from its products or the demo's. The refresh
+    /// date stays the tenant's.
+    pub fn set_activation_counts(&self, tenant_id: &str, rows: Vec<FakePlatformCounts>) {
+        self.with_tenant("set_activation_counts", tenant_id, |t| {
+            t.activation_counts = Some(Arc::new(rows))
+        });
+    }
+
+    /// Replaces the tenant's user detail report with these users, in this order (an empty list
+    /// gives a header-only CSV and an empty JSON `value`), instead of the ones derived from its
+    /// products or the demo's. The refresh date stays the tenant's.
+    pub fn set_users(&self, tenant_id: &str, users: Vec<FakeUser>) {
+        self.with_tenant("set_users", tenant_id, |t| t.users = Some(Arc::new(users)));
+    }
+
+    /// Replaces the tenant's user counts with fixed numbers (also turning a demo tenant fixed);
+    /// activation counts and users set explicitly stay, derived ones follow the new products.
     pub fn set_products(
         &self,
         tenant_id: &str,

@@ -5,6 +5,7 @@
 //! lock only between `.await` points.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,22 +14,25 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::identity::{FakeCloud, FakeFederatedCredential, RegisteredCertificate};
+use super::reports::{DataSnapshot, FakePlatformCounts, FakeReport, FakeReportStats, FakeUser};
 use super::util::{base64, random_bytes, random_id, xml_escape};
 use super::{FakeStats, FakeTenant, ReportData};
 
 /// One scripted answer that overrides the fake's normal behaviour for the next request to an
 /// endpoint of one tenant.
 ///
-/// Queued with [`FakeGraph::push_token_response`], [`FakeGraph::push_report_response`] or
-/// [`FakeGraph::push_download_response`]; answers are served first in, first out, take priority
-/// over the normal behaviour (authentication, throttling, link checks) and still count in
-/// [`FakeStats`]. They let a test reproduce any answer Microsoft was seen to give, including ones
+/// Queued with [`FakeGraph::push_token_response`], [`FakeGraph::push_report_response_for`] or
+/// [`FakeGraph::push_download_response_for`] (one queue per endpoint and report); answers are
+/// served first in, first out, take priority over the normal behaviour (authentication,
+/// throttling, link checks) and still count in [`FakeStats`]. A canned answer to a request for a
+/// page of the user detail JSON replaces that page, so tests can script pages, `@odata.nextLink`
+/// loops, HTML pages or truncated JSON. They let a test reproduce any answer Microsoft was seen to give, including ones
 /// the fake never produces on its own (500, 503 with `Retry-After`, HTML error pages, redirects to
 /// a look-alike host, ...).
 ///
 /// [`FakeGraph::push_token_response`]: super::FakeGraph::push_token_response
-/// [`FakeGraph::push_report_response`]: super::FakeGraph::push_report_response
-/// [`FakeGraph::push_download_response`]: super::FakeGraph::push_download_response
+/// [`FakeGraph::push_report_response_for`]: super::FakeGraph::push_report_response_for
+/// [`FakeGraph::push_download_response_for`]: super::FakeGraph::push_download_response_for
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Canned {
     /// HTTP status code to answer with (an invalid code is answered as 500).
@@ -107,6 +111,16 @@ impl Canned {
             body: Bytes::new(),
             delay: Duration::ZERO,
         }
+    }
+
+    /// A `200 OK` JSON answer with Graph's JSON content type: a scripted page of a JSON report,
+    /// say `{"value":[...],"@odata.nextLink":"..."}`.
+    pub fn json(body: impl Into<Bytes>) -> Self {
+        Canned::body(
+            200,
+            "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8",
+            body,
+        )
     }
 
     /// Any status with any body and content type (HTML error pages, truncated JSON, ...).
@@ -258,15 +272,16 @@ pub(crate) fn blob_error_body(code: &str, message: &str, detail: Option<&str>) -
     ))
 }
 
-/// Which endpoint a canned answer or a throttle bucket belongs to.
+/// Which endpoint (and, for the report and download endpoints, which report) a queue of canned
+/// answers belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum Endpoint {
     /// The login host's token endpoint.
     Token,
-    /// The Graph host's report endpoint.
-    Report,
-    /// The download host.
-    Download,
+    /// The Graph host's endpoint of one report.
+    Report(FakeReport),
+    /// The download host, for links to one report.
+    Download(FakeReport),
 }
 
 /// Which throttle budget a report request draws from: Graph counts the CSV report and its JSON
@@ -296,14 +311,19 @@ pub(crate) struct TenantState {
     pub(crate) reports_permission: bool,
     /// Where the report numbers come from.
     pub(crate) data: ReportData,
-    /// Bytes the download serves instead of the generated CSV.
-    pub(crate) body_override: Option<Bytes>,
+    /// Activation counts set by a test (else derived from `data`).
+    pub(crate) activation_counts: Option<Arc<Vec<FakePlatformCounts>>>,
+    /// User detail users set by a test (else derived from `data`).
+    pub(crate) users: Option<Arc<Vec<FakeUser>>>,
+    /// Bytes the download of a report serves instead of the generated CSV, per report.
+    pub(crate) body_override: HashMap<FakeReport, Bytes>,
     /// How long every download answer waits before sending its body.
     pub(crate) download_delay: Duration,
-    /// Scripted answers, per endpoint, first in first out.
+    /// Scripted answers, per endpoint (and report), first in first out.
     pub(crate) canned: HashMap<Endpoint, VecDeque<Canned>>,
-    /// Accepted report requests per (client id, budget) within the sliding window.
-    pub(crate) throttle: HashMap<(String, Budget), VecDeque<Instant>>,
+    /// Accepted report requests per (client id, report, budget) within the sliding window:
+    /// Graph counts each report API separately.
+    pub(crate) throttle: HashMap<(String, FakeReport, Budget), VecDeque<Instant>>,
     /// What happened so far, for [`FakeGraph::stats`](super::FakeGraph::stats).
     pub(crate) stats: FakeStats,
 }
@@ -324,12 +344,36 @@ impl TenantState {
             federated: t.federated_credentials,
             reports_permission: t.reports_permission,
             data: t.data,
-            body_override: None,
+            activation_counts: None,
+            users: None,
+            body_override: HashMap::new(),
             download_delay: Duration::ZERO,
             canned: HashMap::new(),
             throttle: HashMap::new(),
-            stats: FakeStats::default(),
+            stats: FakeStats {
+                reports: FakeReport::ALL
+                    .into_iter()
+                    .map(|r| (r, FakeReportStats::default()))
+                    .collect(),
+                ..FakeStats::default()
+            },
         })
+    }
+
+    /// The tenant's data for every report as of wall-clock time `at` (only a demo tenant
+    /// depends on it): cheap to take under the lock, rendered after.
+    pub(crate) fn snapshot(&self, at: std::time::SystemTime) -> DataSnapshot {
+        DataSnapshot::take(
+            &self.data,
+            self.activation_counts.as_ref(),
+            self.users.as_ref(),
+            at,
+        )
+    }
+
+    /// The statistics of one report, created if missing.
+    pub(crate) fn report_stats(&mut self, report: FakeReport) -> &mut FakeReportStats {
+        self.stats.reports.entry(report).or_default()
     }
 
     /// Takes the next scripted answer for `endpoint`, if any.
@@ -358,6 +402,8 @@ pub(crate) struct IssuedToken {
 pub(crate) struct DownloadLink {
     /// Tenant whose report it serves.
     pub(crate) tenant_id: String,
+    /// Which report it serves.
+    pub(crate) report: FakeReport,
     /// The signature that must come back in the `sig` query parameter.
     pub(crate) sig: String,
     /// When it was issued (it is valid for `link_ttl` from then).
@@ -376,9 +422,9 @@ pub(crate) struct State {
     pub(crate) tokens: HashMap<String, IssuedToken>,
     /// Issued download links by their opaque path segment.
     pub(crate) links: HashMap<String, DownloadLink>,
-    /// The tenant the latest attributed download request belonged to: the last resort for
-    /// attributing a request to a path that is no link of any tenant.
-    pub(crate) last_download_tenant: Option<String>,
+    /// The tenant (and report) the latest attributed download request belonged to: the last
+    /// resort for attributing a request to a path that is no link of any tenant.
+    pub(crate) last_download: Option<(String, FakeReport)>,
     /// How far ahead of the real wall clock the login host's clock is (client assertions'
     /// `nbf` and `exp` are checked against it).
     pub(crate) clock_offset: Duration,
@@ -421,11 +467,13 @@ impl State {
         token
     }
 
-    /// Issues a new download link for `tenant_id` and returns `(opaque id, signature)`. Links
-    /// long past their validity are forgotten here so a long-running demo does not grow.
+    /// Issues a new download link to `report` of `tenant_id` and returns `(opaque id,
+    /// signature)`. Links long past their validity are forgotten here so a long-running demo does
+    /// not grow.
     pub(crate) fn issue_link(
         &mut self,
         tenant_id: &str,
+        report: FakeReport,
         now: Instant,
         ttl: Duration,
     ) -> (String, String) {
@@ -443,6 +491,7 @@ impl State {
             opaque.clone(),
             DownloadLink {
                 tenant_id: tenant_id.to_string(),
+                report,
                 sig: sig.clone(),
                 created: now,
                 expires_wall,

@@ -29,20 +29,18 @@ use super::identity::{
     parse_jwt, request_authority, request_host, verify_certificate_assertion,
     verify_federated_token, AssertionSeen, FakeCloud, Issuer,
 };
+use super::reports::{
+    decode_skiptoken, render_csv, render_json, snapshot_time, DataSnapshot, FakeReport, PageRequest,
+};
 use super::scenario::{
     aadsts_body, blob_error_body, graph_error_body, retry_after_secs, throttle_admit, Budget,
-    Canned, Endpoint, State, TenantState,
+    Canned, Endpoint, State,
 };
-use super::util::{csv_field, form_get, json_product_name, parse_form, percent_encode};
-use super::{demo_products, FakeProduct, ReportData};
+use super::util::{form_get, parse_form, percent_encode};
 
 /// The largest token request body the login host reads (real ones are well under 4 KiB; a
 /// client assertion is a few KiB).
 const MAX_TOKEN_BODY: usize = 64 * 1024;
-
-/// The CSV's header line, as the real report has it today.
-const CSV_HEADER: &str =
-    "Report Refresh Date,Product Type,Assigned,Activated,Shared Computer Activation";
 
 /// The scope Graph tokens are asked for in the global cloud.
 const GLOBAL_GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
@@ -56,12 +54,14 @@ pub(crate) struct Config {
     pub(crate) graph_endpoint: String,
     /// `https://localhost:<port>` of the download host.
     pub(crate) download_origin: String,
-    /// Accepted CSV report requests per window per (tenant, client id).
+    /// Accepted CSV report requests per window per (tenant, client id, report).
     pub(crate) throttle_limit: u32,
-    /// Accepted JSON (beta) report requests per window per (tenant, client id).
+    /// Accepted JSON (beta) report requests per window per (tenant, client id, report).
     pub(crate) json_throttle_limit: u32,
     /// The throttle's sliding window.
     pub(crate) throttle_window: Duration,
+    /// Users per page of the user detail JSON (at least 1).
+    pub(crate) json_page_size: usize,
     /// Validity of a download link.
     pub(crate) link_ttl: Duration,
     /// Lifetime of an access token.
@@ -240,10 +240,11 @@ pub(crate) async fn serve(
 /// What the fake remembers about one client connection.
 #[derive(Debug, Default)]
 pub(crate) struct ConnectionContext {
-    /// On the download host: the tenant the previous request on this connection was attributed
-    /// to, so that a request for a path that is no link at all (a relative redirect followed by
-    /// the client, say) still counts for, and gets the canned answers of, the right tenant.
-    download_tenant: Mutex<Option<String>>,
+    /// On the download host: the tenant (and report) the previous request on this connection
+    /// was attributed to, so that a request for a path that is no link at all (a relative
+    /// redirect followed by the client, say) still counts for, and gets the canned answers of,
+    /// the right tenant and report.
+    download_tenant: Mutex<Option<(String, FakeReport)>>,
 }
 
 /// Runs a handler, turning a panic (a bug in the fake; the panic hook still prints it) into a
@@ -734,9 +735,10 @@ enum ApiVersion {
     Beta,
 }
 
-/// Recognises the report path (case-insensitively, with or without `()`, under `/v1.0/` or
-/// `/beta/`). `Err` carries the segment Graph would name as not found.
-fn match_report_path(path: &str) -> Result<ApiVersion, String> {
+/// Recognises a report path (case-insensitively, with or without `()` or `%28%29`, under
+/// `/v1.0/` or `/beta/`) and which report it is. `Err` carries the segment Graph would name as
+/// not found.
+fn match_report_path(path: &str) -> Result<(ApiVersion, FakeReport), String> {
     let lower = path.to_ascii_lowercase();
     let (version, rest) = if let Some(rest) = lower.strip_prefix("/v1.0/") {
         (ApiVersion::V1, rest)
@@ -746,41 +748,18 @@ fn match_report_path(path: &str) -> Result<ApiVersion, String> {
         let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
         return Err(first.to_string());
     };
-    match rest {
-        "reports/getoffice365activationsusercounts"
-        | "reports/getoffice365activationsusercounts()"
-        | "reports/getoffice365activationsusercounts%28%29" => Ok(version),
-        _ => {
+    let function = rest.strip_prefix("reports/").map(|f| {
+        f.strip_suffix("()")
+            .or_else(|| f.strip_suffix("%28%29"))
+            .unwrap_or(f)
+    });
+    match function.and_then(FakeReport::from_api_name) {
+        Some(report) => Ok((version, report)),
+        None => {
             let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
             Err(last.to_string())
         }
     }
-}
-
-/// The Graph JSON (beta) shape of a report.
-#[derive(Serialize)]
-struct JsonReport {
-    /// OData context, as Graph sends it.
-    #[serde(rename = "@odata.context")]
-    context: String,
-    /// One entry per product type.
-    value: Vec<JsonRow>,
-}
-
-/// One product in the JSON (beta) report.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonRow {
-    /// `YYYY-MM-DD`.
-    report_refresh_date: String,
-    /// Mixed-case product name.
-    product_type: String,
-    /// Assigned count.
-    assigned: u64,
-    /// Activated count.
-    activated: u64,
-    /// Shared computer activation count.
-    shared_computer_activation: u64,
 }
 
 /// What the Graph host decided under the lock.
@@ -789,13 +768,13 @@ enum GraphOutcome {
     Canned(Canned),
     /// A Graph error: status, code, message, and a `Retry-After` in seconds if throttled.
     Error(u16, &'static str, String, Option<u64>),
-    /// The JSON (beta) report.
-    Json(Bytes),
+    /// The JSON (beta) report, or one page of it, to render once the lock is released.
+    Json(FakeReport, Box<DataSnapshot>, PageRequest),
     /// A redirect to a fresh download link.
     Redirect(String),
 }
 
-/// `GET /{v1.0|beta}/reports/getOffice365ActivationsUserCounts[()]`.
+/// `GET /{v1.0|beta}/reports/<report function>[()]`, for each of [`FakeReport::ALL`].
 async fn graph(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
     let request_id = uuid::Uuid::new_v4().to_string();
     let client_request_id = header_str(req.headers(), "client-request-id").map(str::to_string);
@@ -835,7 +814,7 @@ async fn graph(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
         )
     };
 
-    let version = match match_report_path(req.uri().path()) {
+    let (version, report) = match match_report_path(req.uri().path()) {
         Ok(v) => v,
         Err(segment) => {
             let message = format!("Resource not found for the segment '{segment}'.");
@@ -853,6 +832,15 @@ async fn graph(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
     }
     let query = parse_form(req.uri().query().unwrap_or(""));
     let format = form_get(&query, "$format").map(str::to_string);
+    let option = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let skiptoken = option("$skiptoken");
+    let top = option("$top");
+    let origin = request_origin(&req, &shared.config.graph_endpoint);
     let cloud = FakeCloud::of_graph_host(&request_host(&req));
     let token = bearer_token(req.headers());
     let user_agent = header_str(req.headers(), "user-agent")
@@ -867,7 +855,10 @@ async fn graph(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
         let mut state = shared.lock();
         let request = ReportRequest {
             version,
+            report,
             format: format.as_deref(),
+            skiptoken: skiptoken.as_deref(),
+            top: top.as_deref(),
             token: token.as_deref(),
             client_request_id: client_request_id.clone(),
             user_agent,
@@ -882,7 +873,8 @@ async fn graph(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
         GraphOutcome::Error(status, code, message, retry_after) => {
             error(status, code, &message, retry_after, headers)
         }
-        GraphOutcome::Json(body) => {
+        GraphOutcome::Json(report, snapshot, page) => {
+            let body = render_json(report, &snapshot, &origin, page, SystemTime::now());
             headers.push((
                 "Content-Type".to_string(),
                 "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8"
@@ -898,6 +890,16 @@ async fn graph(shared: &Shared, req: Request<Incoming>) -> Response<FakeBody> {
     }
 }
 
+/// `https://<authority>` of the Graph host as the client addressed it (a national cloud's host
+/// name, say), for absolute links in answers; `fallback` when the request names none usable.
+fn request_origin<B>(req: &Request<B>, fallback: &str) -> String {
+    let authority = request_authority(req);
+    match authority.parse::<hyper::http::uri::Authority>() {
+        Ok(a) if !a.host().is_empty() => format!("https://{a}"),
+        _ => fallback.to_string(),
+    }
+}
+
 /// The bearer token of a request: `None` when the header is absent, not Bearer, or empty.
 fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = header_str(headers, "authorization")?.trim();
@@ -910,8 +912,14 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
 struct ReportRequest<'a> {
     /// API version addressed.
     version: ApiVersion,
+    /// The report addressed.
+    report: FakeReport,
     /// The `$format` query option, decoded.
     format: Option<&'a str>,
+    /// The `$skiptoken` query option (a later page of the user detail JSON).
+    skiptoken: Option<&'a str>,
+    /// The `$top` query option (page size of the user detail JSON).
+    top: Option<&'a str>,
     /// The bearer token, if any.
     token: Option<&'a str>,
     /// The `client-request-id` header, for the stats.
@@ -957,15 +965,25 @@ fn graph_outcome(
     let Some(tenant) = state.tenants.get_mut(&tenant_id) else {
         return GraphOutcome::Error(401, "InvalidAuthenticationToken", EXPIRED.to_string(), None);
     };
-    tenant.stats.report_requests += 1;
-    tenant
-        .stats
-        .report_client_request_ids
-        .push(req.client_request_id);
-    tenant.stats.report_paths.push(req.target);
-    tenant.stats.user_agents.push(req.user_agent);
-    tenant.stats.report_http_versions.push(req.http_version);
-    if let Some(c) = tenant.pop_canned(Endpoint::Report) {
+    let report = req.report;
+    let per_report = tenant.report_stats(report);
+    per_report.report_requests += 1;
+    per_report.report_paths.push(req.target.clone());
+    per_report.request_times.push(now);
+    per_report
+        .client_request_ids
+        .push(req.client_request_id.clone());
+    if report == FakeReport::UserCounts {
+        tenant.stats.report_requests += 1;
+        tenant
+            .stats
+            .report_client_request_ids
+            .push(req.client_request_id);
+        tenant.stats.report_paths.push(req.target);
+        tenant.stats.user_agents.push(req.user_agent);
+        tenant.stats.report_http_versions.push(req.http_version);
+    }
+    if let Some(c) = tenant.pop_canned(Endpoint::Report(report)) {
         return GraphOutcome::Canned(c);
     }
     if invalid {
@@ -986,7 +1004,7 @@ fn graph_outcome(
             "BadRequest",
             format!(
                 "Resource not found for the segment '{}'.",
-                crate::graph::REPORT
+                report.api_name()
             ),
             None,
         );
@@ -1028,12 +1046,23 @@ fn graph_outcome(
         Budget::Csv => config.throttle_limit,
         Budget::Json => config.json_throttle_limit,
     };
+    // A malformed JSON page request is refused before it costs any budget.
+    let page = match page_request(report, req.top, req.skiptoken, config.json_page_size) {
+        Ok(page) => page,
+        Err(message) if budget == Budget::Json => {
+            return GraphOutcome::Error(400, "BadRequest", message, None)
+        }
+        Err(_) => PageRequest::first(config.json_page_size),
+    };
     let window = tenant
         .throttle
-        .entry((client_id, budget))
+        .entry((client_id, report, budget))
         .or_insert_with(VecDeque::new);
     if let Err(wait) = throttle_admit(window, limit, config.throttle_window, now) {
-        tenant.stats.throttled_requests += 1;
+        tenant.report_stats(report).throttled_requests += 1;
+        if report == FakeReport::UserCounts {
+            tenant.stats.throttled_requests += 1;
+        }
         return GraphOutcome::Error(
             429,
             "TooManyRequests",
@@ -1042,26 +1071,11 @@ fn graph_outcome(
         );
     }
     if budget == Budget::Json {
-        let (refresh_date, products) = current_products(tenant);
-        let report = JsonReport {
-            context: format!(
-                "{}/beta/$metadata#Collection(microsoft.graph.office365ActivationCounts)",
-                config.graph_endpoint
-            ),
-            value: products
-                .into_iter()
-                .map(|p| JsonRow {
-                    report_refresh_date: refresh_date.format("%Y-%m-%d").to_string(),
-                    product_type: json_product_name(&p.product_type),
-                    assigned: p.assigned,
-                    activated: p.activated,
-                    shared_computer_activation: p.shared_computer_activation,
-                })
-                .collect(),
-        };
-        return GraphOutcome::Json(Bytes::from(serde_json::to_vec(&report).unwrap_or_default()));
+        let at = page.snapshot_secs.map_or_else(wall_now, snapshot_time);
+        let snapshot = tenant.snapshot(at);
+        return GraphOutcome::Json(report, Box::new(snapshot), page);
     }
-    let (opaque, sig) = state.issue_link(&tenant_id, now, config.link_ttl);
+    let (opaque, sig) = state.issue_link(&tenant_id, report, now, config.link_ttl);
     let se = state
         .links
         .get(&opaque)
@@ -1075,35 +1089,46 @@ fn graph_outcome(
     ))
 }
 
-/// The tenant's report as of now: fixed numbers, or the demo's at the current wall-clock time.
-fn current_products(tenant: &TenantState) -> (chrono::NaiveDate, Vec<FakeProduct>) {
-    match &tenant.data {
-        ReportData::Fixed {
-            refresh_date,
-            products,
-        } => (*refresh_date, products.clone()),
-        ReportData::Demo { seed } => demo_products(*seed, SystemTime::now()),
+/// Where a JSON page starts (`$skiptoken`) and how long it is (`$top`, else `page_size`); an
+/// error message for a malformed option. Only the user detail is paged; the other reports ignore
+/// both options.
+fn page_request(
+    report: FakeReport,
+    top: Option<&str>,
+    skiptoken: Option<&str>,
+    page_size: usize,
+) -> Result<PageRequest, String> {
+    let mut page = PageRequest::first(page_size);
+    if report != FakeReport::UserDetail {
+        return Ok(page);
     }
+    if let Some(top) = top {
+        match top.trim().parse::<usize>() {
+            Ok(n) if n > 0 => {
+                page.size = n;
+                page.top = Some(n);
+            }
+            _ => return Err(format!("Invalid value '{top}' for query option '$top'.")),
+        }
+    }
+    if let Some(token) = skiptoken {
+        let Some((offset, secs)) = decode_skiptoken(token.trim()) else {
+            return Err("The skip token is invalid or has expired.".to_string());
+        };
+        page.offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        page.snapshot_secs = Some(secs);
+    }
+    Ok(page)
 }
 
-/// The CSV the download host serves: UTF-8 BOM, header, one row per product, CRLF line endings
-/// with a trailing CRLF, product types in upper case.
-pub(crate) fn render_csv(refresh_date: chrono::NaiveDate, products: &[FakeProduct]) -> Bytes {
-    let mut out = String::with_capacity(128 + products.len() * 80);
-    out.push('\u{FEFF}');
-    out.push_str(CSV_HEADER);
-    out.push_str("\r\n");
-    let date = refresh_date.format("%Y-%m-%d").to_string();
-    for p in products {
-        out.push_str(&format!(
-            "{date},{},{},{},{}\r\n",
-            csv_field(&p.product_type.to_uppercase()),
-            p.assigned,
-            p.activated,
-            p.shared_computer_activation
-        ));
-    }
-    Bytes::from(out)
+/// The wall-clock time now, in whole seconds: a paged listing keeps its first page's time in
+/// whole seconds, so every page is taken at exactly the same instant.
+fn wall_now() -> SystemTime {
+    let secs = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    snapshot_time(secs)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1116,8 +1141,10 @@ enum DownloadOutcome {
     Canned(Canned),
     /// An XML error: status, storage error code, message, detail.
     Error(u16, &'static str, &'static str, Option<String>),
-    /// The report.
-    Report(Bytes),
+    /// A body set by a test for this report.
+    Body(FakeReport, Bytes),
+    /// The report's CSV, to render once the lock is released.
+    Report(FakeReport, Box<DataSnapshot>),
 }
 
 /// `GET /data/download/<opaque>?...sig=...`: the pre-authenticated report download.
@@ -1169,19 +1196,30 @@ async fn download(
             let body = blob_error_body(code, message, detail.as_deref());
             build(status, &headers, FakeBody::delayed(body, body_delay))
         }
-        DownloadOutcome::Report(body) => {
-            let mut headers = headers;
-            headers.push((
-                "Content-Type".to_string(),
-                "application/octet-stream".to_string(),
-            ));
-            headers.push((
-                "Content-Disposition".to_string(),
-                "attachment; filename=\"Office365ActivationsUserCounts.csv\"".to_string(),
-            ));
-            build(200, &headers, FakeBody::delayed(body, body_delay))
+        DownloadOutcome::Body(report, body) => csv_response(report, body, headers, body_delay),
+        DownloadOutcome::Report(report, snapshot) => {
+            let body = render_csv(report, &snapshot);
+            csv_response(report, body, headers, body_delay)
         }
     }
+}
+
+/// The download host's `200` answer: the report's bytes as an attachment named per report.
+fn csv_response(
+    report: FakeReport,
+    body: Bytes,
+    mut headers: Vec<(String, String)>,
+    body_delay: Duration,
+) -> Response<FakeBody> {
+    headers.push((
+        "Content-Type".to_string(),
+        "application/octet-stream".to_string(),
+    ));
+    headers.push((
+        "Content-Disposition".to_string(),
+        format!("attachment; filename=\"{}\"", report.file_name()),
+    ));
+    build(200, &headers, FakeBody::delayed(body, body_delay))
 }
 
 /// The parts of a download request the download host decides on.
@@ -1194,17 +1232,19 @@ struct DownloadRequest<'a> {
     authorization: Option<String>,
     /// Whether the method is GET or HEAD.
     method_ok: bool,
-    /// The tenant the connection's previous download request was attributed to (updated here).
-    connection_tenant: &'a mut Option<String>,
+    /// The tenant and report the connection's previous download request was attributed to
+    /// (updated here).
+    connection_tenant: &'a mut Option<(String, FakeReport)>,
 }
 
 /// Looks up a download link, records who asked, and checks the signature and expiry. Returns the
 /// answer and the tenant's body delay.
 ///
-/// A request is attributed to the link's tenant; failing that (a mangled or made-up link) to the
-/// tenant of the bearer token that came along (exactly the leak the stats must catch), to the
-/// tenant of the previous request on the same connection, or to the tenant of the latest
-/// attributed download.
+/// A request is attributed to the link's tenant and report; failing that (a mangled or made-up
+/// link) to the tenant of the bearer token that came along (exactly the leak the stats must
+/// catch), to the tenant of the previous request on the same connection, or to the tenant of
+/// the latest attributed download. Without a link, the report is that of the previous download
+/// of the same tenant on the connection, else of the latest download, else the user counts.
 fn download_outcome(
     state: &mut State,
     config: &Config,
@@ -1223,28 +1263,40 @@ fn download_outcome(
     let link_info = link.map(|l| {
         (
             l.tenant_id.clone(),
+            l.report,
             l.sig.clone(),
             l.created,
             l.expires_wall,
         )
     });
-    let tenant_id = link_info
+    let token_tenant = || {
+        authorization
+            .as_deref()
+            .and_then(|a| a.trim().split_once(' '))
+            .and_then(|(_, t)| state.tokens.get(t.trim()))
+            .map(|t| t.tenant_id.clone())
+    };
+    // The report of an earlier download of `tenant`, on this connection or the latest.
+    let earlier_report = |tenant: &str| {
+        [connection_tenant.as_ref(), state.last_download.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|(t, _)| t == tenant)
+            .map_or(FakeReport::UserCounts, |&(_, r)| r)
+    };
+    let attributed = link_info
         .as_ref()
-        .map(|l| l.0.clone())
-        .or_else(|| {
-            authorization
-                .as_deref()
-                .and_then(|a| a.trim().split_once(' '))
-                .and_then(|(_, t)| state.tokens.get(t.trim()))
-                .map(|t| t.tenant_id.clone())
-        })
+        .map(|l| (l.0.clone(), l.1))
+        .or_else(|| token_tenant().map(|t| (t.clone(), earlier_report(&t))))
         .or_else(|| connection_tenant.clone())
-        .or_else(|| state.last_download_tenant.clone());
-    if let Some(id) = &tenant_id {
-        *connection_tenant = Some(id.clone());
-        state.last_download_tenant = Some(id.clone());
+        .or_else(|| state.last_download.clone());
+    if let Some(a) = &attributed {
+        *connection_tenant = Some(a.clone());
+        state.last_download = Some(a.clone());
     }
-    let Some(tenant) = tenant_id.and_then(|id| state.tenants.get_mut(&id)) else {
+    let Some((tenant, report)) =
+        attributed.and_then(|(id, report)| state.tenants.get_mut(&id).map(|t| (t, report)))
+    else {
         if authorization.is_some() {
             tracing::warn!("fake graph: an Authorization header reached the download host with an unknown link");
         }
@@ -1253,13 +1305,16 @@ fn download_outcome(
             Duration::ZERO,
         );
     };
-    tenant.stats.download_requests += 1;
+    tenant.report_stats(report).download_requests += 1;
+    if report == FakeReport::UserCounts {
+        tenant.stats.download_requests += 1;
+    }
     if let Some(a) = authorization {
         tracing::warn!("fake graph: an Authorization header reached the download host");
         tenant.stats.download_authorization_headers.push(a);
     }
     let delay = tenant.download_delay;
-    if let Some(c) = tenant.pop_canned(Endpoint::Download) {
+    if let Some(c) = tenant.pop_canned(Endpoint::Download(report)) {
         return (DownloadOutcome::Canned(c), delay);
     }
     if !method_ok {
@@ -1273,7 +1328,7 @@ fn download_outcome(
             delay,
         );
     }
-    let Some((_, expected_sig, created, expires_wall)) = link_info else {
+    let Some((_, _, expected_sig, created, expires_wall)) = link_info else {
         return (
             DownloadOutcome::Error(404, "ResourceNotFound", NOT_FOUND, None),
             delay,
@@ -1307,12 +1362,9 @@ fn download_outcome(
             delay,
         );
     }
-    let body = match &tenant.body_override {
-        Some(body) => body.clone(),
-        None => {
-            let (refresh_date, products) = current_products(tenant);
-            render_csv(refresh_date, &products)
-        }
+    let outcome = match tenant.body_override.get(&report) {
+        Some(body) => DownloadOutcome::Body(report, body.clone()),
+        None => DownloadOutcome::Report(report, Box::new(tenant.snapshot(wall_now()))),
     };
-    (DownloadOutcome::Report(body), delay)
+    (outcome, delay)
 }

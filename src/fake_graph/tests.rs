@@ -11,6 +11,9 @@ use serde_json::Value;
 
 use super::*;
 
+/// The activation counts and user detail reports, and what all three reports share.
+mod reports;
+
 const TENANT: &str = "aaaaaaaa-0000-4000-8000-00000000000a";
 const CLIENT: &str = "cccccccc-0000-4000-8000-00000000000c";
 const SECRET: &str = "s3cr3t~value";
