@@ -47,12 +47,13 @@ async fn prometheus_scrapes_the_demo_and_queries_the_series_back() {
     );
     assert_eq!(seen.iter().filter(|(t, _)| t == "fabrikam").count(), 3);
 
+    // The demo runs all three reports of both tenants.
     let exporter_up = prometheus
         .query_until("office365_activations_up == 1", |r| {
-            r.as_array().is_some_and(|a| a.len() == 2)
+            r.as_array().is_some_and(|a| a.len() == 6)
         })
         .await;
-    assert_eq!(exporter_up.as_array().unwrap().len(), 2);
+    assert_eq!(exporter_up.as_array().unwrap().len(), 6);
     // Every activated count is within its assigned count.
     prometheus.query_until("count(office365_activations_activated_users <= on(tenant, product_type) office365_activations_assigned_users)", |r| r[0]["value"][1] == "8").await;
     // Scrape-health: Prometheus itself saw no scrape error and no sample-timestamp trouble.
