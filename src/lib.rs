@@ -46,5 +46,6 @@ pub mod logging;
 pub mod metrics;
 pub mod reports;
 pub mod server;
+pub mod shard;
 pub mod tenant;
 pub mod web_config;
