@@ -106,6 +106,19 @@ pub enum Cloud {
 }
 
 impl Cloud {
+    /// Every cloud.
+    pub const ALL: [Cloud; 4] = [Cloud::Global, Cloud::Usgov, Cloud::UsgovDod, Cloud::China];
+
+    /// The name `--cloud` and the config file take.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cloud::Global => "global",
+            Cloud::Usgov => "usgov",
+            Cloud::UsgovDod => "usgov-dod",
+            Cloud::China => "china",
+        }
+    }
+
     /// The Graph endpoint.
     pub fn graph_endpoint(self) -> &'static str {
         match self {
@@ -338,11 +351,21 @@ pub struct Flags {
 
     /// This process's 0-based shard: it owns only the tenants whose name hashes to it (every
     /// replica reads the same tenant list).
-    #[arg(long = "shard.index", env = "OFFICE365_EXPORTER_SHARD_INDEX", default_value = "0", global = true)]
+    #[arg(
+        long = "shard.index",
+        env = "OFFICE365_EXPORTER_SHARD_INDEX",
+        default_value = "0",
+        global = true
+    )]
     pub shard_index: u32,
 
     /// How many shards share the tenant list.
-    #[arg(long = "shard.count", env = "OFFICE365_EXPORTER_SHARD_COUNT", default_value = "1", global = true)]
+    #[arg(
+        long = "shard.count",
+        env = "OFFICE365_EXPORTER_SHARD_COUNT",
+        default_value = "1",
+        global = true
+    )]
     pub shard_count: u32,
 
     /// The host:port /sd advertises for this process [default: the listen address, with the
@@ -567,7 +590,9 @@ fn check_secret_file(path: &Path, what: &str) -> Result<SecretSource, ConfigErro
 fn sd_address(value: &str) -> Result<String, ConfigError> {
     let value = value.trim();
     match value.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(value.to_owned()),
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(value.to_owned())
+        }
         _ => err(format!("--web.sd-address: {value:?} must be host:port")),
     }
 }

@@ -90,7 +90,10 @@ mod tests {
             for shard in &shards {
                 let owned = names().iter().filter(|n| shard.owns(n)).count();
                 let fair = 1000 / count as usize;
-                assert!(owned > fair * 7 / 10 && owned < fair * 13 / 10, "{shard:?}: {owned}");
+                assert!(
+                    owned > fair * 7 / 10 && owned < fair * 13 / 10,
+                    "{shard:?}: {owned}"
+                );
             }
         }
     }
@@ -133,7 +136,9 @@ mod tests {
         );
         assert_eq!(jump_hash(0, 1), 0);
         assert!(Shard::new(0, 0).is_err());
-        assert!(Shard::new(3, 3).unwrap_err().contains("below --shard.count 3"));
+        assert!(Shard::new(3, 3)
+            .unwrap_err()
+            .contains("below --shard.count 3"));
         assert!(Shard::default().owns("anything"));
     }
 }
