@@ -942,14 +942,35 @@ fn parse_proxy(value: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-fn log_auth(name: &str, auth: &Auth) {
-    tracing::info!(
-        tenant = %name,
-        method = auth.credential.method(),
-        source = %auth.credential.describe(),
-        chosen = auth.reason,
-        "Authentication method"
-    );
+/// What the "Authentication method" line says of a tenant.
+struct AuthLine {
+    tenant: String,
+    method: &'static str,
+    source: String,
+    chosen: String,
+}
+
+fn auth_line(name: &str, auth: &Auth) -> AuthLine {
+    AuthLine {
+        tenant: name.to_owned(),
+        method: auth.credential.method(),
+        source: auth.credential.describe().to_string(),
+        chosen: auth.reason.to_string(),
+    }
+}
+
+/// Logs each tenant's authentication method, once the whole configuration is valid (a mistake
+/// in a later tenant is then the only line).
+fn log_auth(lines: &[AuthLine]) {
+    for line in lines {
+        tracing::info!(
+            tenant = %line.tenant,
+            method = line.method,
+            source = %line.source,
+            chosen = %line.chosen,
+            "Authentication method"
+        );
+    }
 }
 
 impl Config {
@@ -1114,7 +1135,7 @@ impl Config {
             tracing::info!(tenant = %name, shard = shard.index, shards = shard.count, "The tenant belongs to another shard");
             return Ok(config);
         }
-        log_auth(&name, &auth);
+        log_auth(&[auth_line(&name, &auth)]);
         let Endpoints {
             graph_endpoint,
             authority_host,
@@ -1191,6 +1212,7 @@ fn tenants_from_file(
     }
     let mut tenants: Vec<TenantConfig> = Vec::with_capacity(file.tenants.len());
     let mut not_owned = 0;
+    let mut auth_lines = Vec::new();
     for (i, t) in file.tenants.into_iter().enumerate() {
         let at = |key: &str| format!("{shown}: tenants[{i}].{key}");
         // Another shard's tenant: its credentials are not even read.
@@ -1285,7 +1307,7 @@ fn tenants_from_file(
                 at("name")
             ));
         }
-        log_auth(&name, &auth);
+        auth_lines.push(auth_line(&name, &auth));
         tenants.push(TenantConfig {
             credential: auth.credential,
             authority_host,
@@ -1300,6 +1322,7 @@ fn tenants_from_file(
             client_id: auth.client_id,
         });
     }
+    log_auth(&auth_lines);
     if not_owned > 0 {
         let shard = flag_layers.shard;
         tracing::info!(

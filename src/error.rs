@@ -149,12 +149,14 @@ pub enum Error {
     },
 
     /// The body exceeded its cap; the rest was not read.
-    #[error("{stage} response larger than the {limit} byte limit")]
+    #[error("{stage} response larger than the {limit} byte limit{}", setting.map(|s| format!(" (raise {s} if the report is really that large)")).unwrap_or_default())]
     TooLarge {
         /// Which request was answered.
         stage: Stage,
         /// The cap that was hit.
         limit: u64,
+        /// The flag that sets the cap, when there is one.
+        setting: Option<&'static str>,
     },
 
     /// A paged (JSON) report needs more requests than the 10-minute budget has left: it is too

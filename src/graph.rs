@@ -57,6 +57,8 @@ pub struct GraphClient {
     report_url: Url,
     /// The largest report body accepted, in bytes (all pages together).
     max_body: u64,
+    /// The flag that sets `max_body`, for the error that names it.
+    cap_setting: &'static str,
     /// CSV or JSON.
     format: ReportFormat,
 }
@@ -88,8 +90,15 @@ impl GraphClient {
             http,
             report_url,
             max_body,
+            cap_setting: "--graph.max-report-size",
             format: ReportFormat::Csv,
         }
+    }
+
+    /// Names the flag that sets the size cap in its error (default `--graph.max-report-size`).
+    pub fn with_cap_setting(mut self, setting: &'static str) -> Self {
+        self.cap_setting = setting;
+        self
     }
 
     /// Asks for the report in `format`: JSON adds `$format=application/json` (beta only).
@@ -200,12 +209,13 @@ impl GraphClient {
         Ok(url)
     }
 
-    /// A cap hit on one page is the whole report's cap.
+    /// A cap hit on one page is the whole report's cap, named by its flag.
     fn whole_cap(&self, error: Error) -> Error {
         match error {
             Error::TooLarge { stage, .. } => Error::TooLarge {
                 stage,
                 limit: self.max_body,
+                setting: Some(self.cap_setting),
             },
             other => other,
         }
@@ -248,7 +258,8 @@ impl GraphClient {
                 .stream_capped(response, Stage::Download, self.max_body, |chunk| {
                     parser.csv(chunk).map_err(Error::Parse)
                 })
-                .await?;
+                .await
+                .map_err(|e| self.whole_cap(e))?;
             fetched.redirect_latency = Some(started.elapsed());
             return Ok(fetched);
         }

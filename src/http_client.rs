@@ -362,7 +362,11 @@ async fn stream_capped_via(
 ) -> Result<u64, Error> {
     // With gzip the header gives the compressed size; the decoded bytes are counted below.
     if response.content_length().is_some_and(|len| len > limit) {
-        return Err(Error::TooLarge { stage, limit });
+        return Err(Error::TooLarge {
+            stage,
+            limit,
+            setting: None,
+        });
     }
     // Errors while reading the body carry no URL.
     let url = response.url().clone();
@@ -374,7 +378,11 @@ async fn stream_capped_via(
     {
         read += chunk.len() as u64;
         if read > limit {
-            return Err(Error::TooLarge { stage, limit });
+            return Err(Error::TooLarge {
+                stage,
+                limit,
+                setting: None,
+            });
         }
         sink(&chunk)?;
     }

@@ -329,6 +329,7 @@ mod tests {
         let error = Error::TooLarge {
             stage: Stage::Download,
             limit: 1,
+            setting: None,
         };
         status.refresh_failed(kind, &error, Duration::from_secs(2));
         let text = all(&status);

@@ -261,7 +261,12 @@ impl Tenant {
                     report.kind.api,
                     report.max_size,
                 )
-                .with_format(config.report_format),
+                .with_format(config.report_format)
+                .with_cap_setting(if report.kind.large {
+                    "--graph.max-user-detail-size"
+                } else {
+                    "--graph.max-report-size"
+                }),
                 budget: match config.report_format {
                     ReportFormat::Csv => REPORT_BUDGET,
                     ReportFormat::Json => JSON_REPORT_BUDGET,

@@ -338,7 +338,6 @@ async fn an_unknown_report_name_stops_the_exporter_with_one_line_naming_it() {
 /// A later tenant's unknown report: the line naming it must still be the only line (no log line
 /// about the tenants before it).
 #[tokio::test]
-#[ignore = "BUG: an unknown report in tenants[1] prints tenants[0]'s 'Authentication method' info line before the error: two stderr lines"]
 async fn an_unknown_report_of_a_later_tenant_is_still_the_only_line() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
