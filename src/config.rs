@@ -449,6 +449,17 @@ pub struct TenantConfig {
     pub reports: Vec<ReportConfig>,
 }
 
+impl TenantConfig {
+    /// The same tenant, credentials and endpoints, whatever the reports and TTLs: a reload
+    /// between the two may keep the reports both have.
+    pub fn same_but_reports(&self, other: &TenantConfig) -> bool {
+        let mut other = other.clone();
+        other.reports = self.reports.clone();
+        other.cache_ttl = self.cache_ttl;
+        *self == other
+    }
+}
+
 /// The YAML file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -166,7 +166,11 @@ impl Exporter {
                     };
                     list.push(config.name.clone());
                     // A tenant carries its own series: a refused reload leaves none behind.
-                    next.push(Self::build_tenant(config, &self.shared)?);
+                    let tenant = Self::build_tenant(config, &self.shared)?;
+                    if let Some(old) = found.filter(|old| old.config().same_but_reports(config)) {
+                        tenant.take_over(old);
+                    }
+                    next.push(tenant);
                 }
             }
         }

@@ -111,6 +111,11 @@ impl GraphClient {
         self
     }
 
+    /// Whether `other` asks for the same report in the same way.
+    pub fn same_target(&self, other: &GraphClient) -> bool {
+        self.report_url == other.report_url && self.format == other.format
+    }
+
     /// The format asked for.
     pub fn format(&self) -> ReportFormat {
         self.format

@@ -185,6 +185,49 @@ impl Status {
         numbers.reports.iter_mut().find(|r| r.kind == kind)
     }
 
+    /// Copies `old`'s numbers of `kind` (and the tenant-wide ones) into this status: a reload
+    /// that keeps a report keeps its series.
+    pub fn take_over(&self, old: &Status, kind: ReportKind) {
+        let (previous, redirect_sum, redirect_count, expiry) = {
+            let old = old.numbers.lock().unwrap_or_else(|e| e.into_inner());
+            let previous = old.reports.iter().find(|r| r.kind == kind).map(|r| {
+                (
+                    r.up,
+                    r.last_success,
+                    r.refreshes,
+                    r.errors.clone(),
+                    r.last_duration,
+                    r.report_date,
+                )
+            });
+            (
+                previous,
+                old.redirect_sum,
+                old.redirect_count,
+                old.credential_expiry,
+            )
+        };
+        let Some((up, last_success, refreshes, errors, last_duration, report_date)) = previous
+        else {
+            return;
+        };
+        self.update(|n| {
+            n.redirect_sum = n.redirect_sum.max(redirect_sum);
+            n.redirect_count = n.redirect_count.max(redirect_count);
+            n.credential_expiry = n.credential_expiry.or(expiry);
+            if let Some(r) = Self::report(n, kind) {
+                r.up = up;
+                r.last_success = last_success;
+                r.refreshes = refreshes;
+                for (key, count) in errors {
+                    r.errors.insert(key, count);
+                }
+                r.last_duration = last_duration;
+                r.report_date = report_date;
+            }
+        });
+    }
+
     /// A refresh of `kind` started.
     pub fn refresh_started(&self, kind: ReportKind) {
         self.update(|n| {

@@ -286,6 +286,34 @@ impl Tenant {
         })
     }
 
+    /// Takes over, from the tenant this one replaces in a reload, the state of every report
+    /// both fetch from the same place: cache, budget, Retry-After, backoff and status series. A
+    /// reload that changes one report's settings then refetches nothing else. The caller checks
+    /// that both are the same tenant with the same credentials.
+    pub fn take_over(&self, old: &Tenant) {
+        for report in &self.reports {
+            let Some(previous) = old
+                .reports
+                .iter()
+                .find(|r| r.kind == report.kind && r.graph.same_target(&report.graph))
+            else {
+                continue;
+            };
+            let mut from = previous.state();
+            let mut to = report.state();
+            to.report = from.report.clone();
+            to.expires_at = from.expires_at;
+            to.not_before = from.not_before;
+            to.failures = from.failures;
+            to.up = from.up;
+            to.last_error = from.last_error.clone();
+            to.report_requests = std::mem::take(&mut from.report_requests);
+            // The old tenant is going away; its budget now lives here.
+            from.report_requests = to.report_requests.clone();
+            self.series.take_over(&old.series, report.kind);
+        }
+    }
+
     /// What the tenant shows on /metrics and /probe.
     pub fn parts(&self) -> TenantParts {
         TenantParts {

@@ -1935,7 +1935,6 @@ async fn retry_after_on_a_later_user_detail_page_holds_back_only_the_user_detail
 /// A reload that changes one report's TTL leaves the other reports' cache (and so their budget
 /// and Retry-After state) alone: each report has its own.
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG (reading of 'each report has its own cache'): a reload changing only user_detail's TTL rebuilds the whole tenant; user_counts' cache, budget and Retry-After are dropped and it is requested again"]
 async fn a_reload_changing_one_reports_ttl_keeps_the_others_cache() {
     let h = Harness::with(Options {
         reports: vec![UC, UD],
