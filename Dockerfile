@@ -21,6 +21,7 @@ RUN mkdir -p src benches \
     && : > src/lib.rs \
     && echo 'fn main() {}' > benches/parse_encode.rs \
     && echo 'fn main() {}' > benches/scale.rs \
+    && echo 'fn main() {}' > benches/user_detail.rs \
     && cargo build --release --locked \
     && rm -rf src
 

@@ -6,9 +6,10 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use office365_activations_exporter::metrics::Metrics;
+use office365_activations_exporter::metrics::{Metrics, TenantParts};
 use office365_activations_exporter::reports::user_counts::{encode, parse_csv, KIND};
 use office365_activations_exporter::reports::Encoded;
+use office365_activations_exporter::status::Status;
 use office365_activations_exporter::tenant::CachedReport;
 
 const PRODUCTS: &[&str] = &[
@@ -51,26 +52,28 @@ fn benches(c: &mut Criterion) {
 
     let metrics = Metrics::new("1h");
     for tenants in [1usize, 1000] {
-        let cached: Vec<_> = (0..tenants)
+        let parts: Vec<_> = (0..tenants)
             .map(|i| {
-                std::sync::Arc::new(CachedReport {
+                let name = format!("tenant-{i}");
+                let cached = std::sync::Arc::new(CachedReport {
                     kind: &KIND,
                     encoded: Encoded {
                         refresh_date: report.refresh_date,
                         rows: report.products.len() as u64,
-                        families: encode(&format!("tenant-{i}"), &report),
+                        families: encode(&name, &report),
                     },
                     fetched: std::time::SystemTime::now(),
-                })
+                });
+                let status = Status::new(&name, &[&KIND], Default::default());
+                TenantParts {
+                    reports: vec![cached],
+                    status: status.lines(),
+                }
             })
             .collect();
-        let handles: Vec<_> = (0..tenants)
-            .map(|i| metrics.report(&format!("tenant-{i}"), &KIND))
-            .collect();
         c.bench_function(&format!("render/{tenants} tenants"), |b| {
-            b.iter(|| metrics.render_cached(&cached))
+            b.iter(|| metrics.render_cached(&parts))
         });
-        drop(handles);
     }
 }
 

@@ -92,7 +92,12 @@ async fn main() {
             SECRET,
             ReportData::Fixed {
                 refresh_date: NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
-                products: vec![FakeProduct::new("MICROSOFT 365 APPS FOR ENTERPRISE", 1, 1, 0)],
+                products: vec![FakeProduct::new(
+                    "MICROSOFT 365 APPS FOR ENTERPRISE",
+                    1,
+                    1,
+                    0,
+                )],
             },
         )],
         ..FakeGraphOptions::default()
@@ -105,7 +110,12 @@ async fn main() {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, fake.ca_pem()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_office365-activations-exporter"))
-        .args(["--web.listen-address", "127.0.0.1:0", "--reports", "user_detail"])
+        .args([
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--reports",
+            "user_detail",
+        ])
         .args(["--graph.endpoint", &fake.graph_endpoint()])
         .args(["--auth.authority-host", &fake.authority_host()])
         .args(["--auth.tenant-id", TENANT_ID, "--auth.client-id", CLIENT_ID])
@@ -153,18 +163,28 @@ async fn main() {
         .filter(|l| l.starts_with("office365_activations_detail_users{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    let up = metrics
-        .lines()
-        .any(|l| l.starts_with("office365_activations_up{report=\"user_detail\"") && l.ends_with(" 1"));
+    let up = metrics.lines().any(|l| {
+        l.starts_with("office365_activations_up{report=\"user_detail\"") && l.ends_with(" 1")
+    });
 
-    println!("# user detail refresh: {users} users, {} rows", listed as u64);
+    println!(
+        "# user detail refresh: {users} users, {} rows",
+        listed as u64
+    );
     println!();
     println!("| figure | value |");
     println!("|---|---|");
     println!("| CSV body | {} |", mib(body.len() as u64));
-    println!("| refresh (scrape that waited for it) | {:.2} s |", took.as_secs_f64());
+    println!(
+        "| refresh (scrape that waited for it) | {:.2} s |",
+        took.as_secs_f64()
+    );
     println!("| RSS before | {} |", mib(before));
-    println!("| peak RSS (VmHWM) before / after the refresh | {} / {} |", mib(hwm_before), mib(peak));
+    println!(
+        "| peak RSS (VmHWM) before / after the refresh | {} / {} |",
+        mib(hwm_before),
+        mib(peak)
+    );
     println!("| RSS after | {} |", mib(after));
     println!(
         "| peak during the refresh over RSS before (target <= 32 MiB) | {} |",

@@ -142,6 +142,8 @@ pub async fn serve(
         reloader: config.enable_lifecycle.then_some(reloader),
         web: Arc::clone(&config.web),
         health_without_auth: config.health_without_auth,
+        sd_address: config.sd_address.clone(),
+        shard: config.shard,
     };
     server::run(listener, setup.exporter, options, shutdown).await;
     #[cfg(unix)]

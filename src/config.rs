@@ -18,6 +18,7 @@ use crate::credentials::managed_identity::{
 };
 use crate::credentials::{CredentialConfig, Secret};
 use crate::graph::ReportFormat;
+use crate::shard::Shard;
 use crate::web_config::WebConfig;
 
 mod reports;
@@ -105,6 +106,19 @@ pub enum Cloud {
 }
 
 impl Cloud {
+    /// Every cloud.
+    pub const ALL: [Cloud; 4] = [Cloud::Global, Cloud::Usgov, Cloud::UsgovDod, Cloud::China];
+
+    /// The name `--cloud` and the config file take.
+    pub fn name(self) -> &'static str {
+        match self {
+            Cloud::Global => "global",
+            Cloud::Usgov => "usgov",
+            Cloud::UsgovDod => "usgov-dod",
+            Cloud::China => "china",
+        }
+    }
+
     /// The Graph endpoint.
     pub fn graph_endpoint(self) -> &'static str {
         match self {
@@ -334,6 +348,30 @@ pub struct Flags {
     /// Serve two demo tenants from an embedded fake Microsoft Graph: no credentials needed.
     #[arg(long = "demo", global = true)]
     pub demo: bool,
+
+    /// This process's 0-based shard: it owns only the tenants whose name hashes to it (every
+    /// replica reads the same tenant list).
+    #[arg(
+        long = "shard.index",
+        env = "OFFICE365_EXPORTER_SHARD_INDEX",
+        default_value = "0",
+        global = true
+    )]
+    pub shard_index: u32,
+
+    /// How many shards share the tenant list.
+    #[arg(
+        long = "shard.count",
+        env = "OFFICE365_EXPORTER_SHARD_COUNT",
+        default_value = "1",
+        global = true
+    )]
+    pub shard_count: u32,
+
+    /// The host:port /sd advertises for this process [default: the listen address, with the
+    /// hostname for a wildcard address].
+    #[arg(long = "web.sd-address", global = true)]
+    pub sd_address: Option<String>,
 }
 
 /// A configuration mistake, reported as one line at start.
@@ -376,6 +414,10 @@ pub struct Config {
     pub demo_cache_ttl: Duration,
     /// The reports the demo tenants run.
     pub demo_reports: Vec<ReportConfig>,
+    /// Which tenants this process owns.
+    pub shard: Shard,
+    /// The host:port /sd advertises.
+    pub sd_address: String,
 }
 
 /// One tenant, fully resolved.
@@ -542,6 +584,35 @@ fn check_secret_file(path: &Path, what: &str) -> Result<SecretSource, ConfigErro
         .read()
         .map_err(|e| ConfigError(format!("{what}: cannot read {}: {e}", path.display())))?;
     Ok(source)
+}
+
+/// Checks a `--web.sd-address`: host:port.
+fn sd_address(value: &str) -> Result<String, ConfigError> {
+    let value = value.trim();
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(value.to_owned())
+        }
+        _ => err(format!("--web.sd-address: {value:?} must be host:port")),
+    }
+}
+
+/// The address /sd advertises by default: the listen address, with the machine's hostname in
+/// place of a wildcard host (which no scraper can connect to).
+fn advertised(listen: &str) -> String {
+    let (host, port) = listen.rsplit_once(':').unwrap_or((listen, ""));
+    match host.trim_matches(['[', ']']) {
+        "0.0.0.0" | "::" | "" => {
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok())
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".to_owned());
+            format!("{hostname}:{port}")
+        }
+        _ => listen.to_owned(),
+    }
 }
 
 /// Expands Prometheus's `:port` shorthand to every IPv4 interface.
@@ -923,12 +994,18 @@ impl Config {
             None => None,
         };
         let proxy = flags.http_proxy.as_deref().map(parse_proxy).transpose()?;
+        let shard = Shard::new(flags.shard_index, flags.shard_count).map_err(ConfigError)?;
+        let listen = listen_address(&flags.listen_address)?;
+        let sd_address = match &flags.sd_address {
+            Some(address) => sd_address(address)?,
+            None => advertised(&listen),
+        };
         let cache_ttl = flags
             .cache_ttl
             .map(|ttl| check_ttl(ttl, "--cache.ttl"))
             .transpose()?;
         let mut config = Config {
-            listen_address: listen_address(&flags.listen_address)?,
+            listen_address: listen,
             telemetry_path,
             scrape_timeout: flags.scrape_timeout,
             ca_pem,
@@ -945,6 +1022,8 @@ impl Config {
             demo: flags.demo,
             demo_cache_ttl: cache_ttl.unwrap_or(MIN_CACHE_TTL),
             demo_reports: Vec::new(),
+            shard,
+            sd_address,
         };
         let caps = SizeCaps {
             report: flags.max_report_size,
@@ -990,6 +1069,7 @@ impl Config {
                 endpoints: &flag_layer,
                 selection: &flag_selection,
                 caps,
+                shard,
             };
             config.tenants = tenants_from_file(path, flags, &layers, env, cache_ttl)?;
             return Ok(config);
@@ -1030,6 +1110,10 @@ impl Config {
             }
             (_, tenant_id) => tenant_id.to_owned(),
         };
+        if !shard.owns(&name) {
+            tracing::info!(tenant = %name, shard = shard.index, shards = shard.count, "The tenant belongs to another shard");
+            return Ok(config);
+        }
         log_auth(&name, &auth);
         let Endpoints {
             graph_endpoint,
@@ -1063,6 +1147,8 @@ struct FlagLayers<'a> {
     selection: &'a Selection,
     /// Size caps.
     caps: SizeCaps,
+    /// Which tenants this process owns.
+    shard: Shard,
 }
 
 fn tenants_from_file(
@@ -1104,8 +1190,15 @@ fn tenants_from_file(
         return err(format!("{shown}: tenants: the list is empty"));
     }
     let mut tenants: Vec<TenantConfig> = Vec::with_capacity(file.tenants.len());
+    let mut not_owned = 0;
     for (i, t) in file.tenants.into_iter().enumerate() {
         let at = |key: &str| format!("{shown}: tenants[{i}].{key}");
+        // Another shard's tenant: its credentials are not even read.
+        let label = t.name.as_deref().or(t.tenant_id.as_deref());
+        if label.is_some_and(|name| !flag_layers.shard.owns(name.trim())) {
+            not_owned += 1;
+            continue;
+        }
         // Error messages name file keys, not flags.
         let key_of = |key: &str| {
             let file_key = match key {
@@ -1206,6 +1299,16 @@ fn tenants_from_file(
             tenant_id: auth.tenant_id,
             client_id: auth.client_id,
         });
+    }
+    if not_owned > 0 {
+        let shard = flag_layers.shard;
+        tracing::info!(
+            owned = tenants.len(),
+            other_shards = not_owned,
+            shard = shard.index,
+            shards = shard.count,
+            "This shard owns some of the configured tenants"
+        );
     }
     Ok(tenants)
 }

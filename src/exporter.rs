@@ -21,6 +21,8 @@ use crate::tenant::{Freshness, Shared, Tenant};
 pub struct TenantSet {
     /// The tenants.
     tenants: Vec<Arc<Tenant>>,
+    /// Position of each tenant by name, for `/probe?target=`.
+    by_name: std::collections::HashMap<String, usize>,
     /// No tenant of this set can need a refresh before this instant (nanoseconds after the
     /// exporter's `epoch`), so a scrape before it skips the per-tenant checks: with a thousand
     /// tenants those cost more than serving the cached body. Only ever early, never late: a
@@ -68,6 +70,11 @@ fn ttl_text(configs: &[TenantConfig]) -> String {
 impl TenantSet {
     fn new(tenants: Vec<Arc<Tenant>>) -> TenantSet {
         TenantSet {
+            by_name: tenants
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name().to_owned(), i))
+                .collect(),
             tenants,
             next_due: AtomicU64::new(0),
         }
@@ -97,13 +104,14 @@ impl Exporter {
     ) -> Result<Exporter, String> {
         let metrics = Arc::new(Metrics::new(&ttl_text(configs)));
         let shared = Shared {
+            metrics: Arc::clone(&metrics),
             http,
             refresh_slots: Arc::new(Semaphore::new(concurrency.max(1))),
             generation: Arc::new(AtomicU64::new(0)),
         };
         let tenants = configs
             .iter()
-            .map(|config| Self::build_tenant(config, &shared, &metrics))
+            .map(|config| Self::build_tenant(config, &shared))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Exporter {
             tenants: ArcSwap::from_pointee(TenantSet::new(tenants)),
@@ -115,12 +123,8 @@ impl Exporter {
         })
     }
 
-    fn build_tenant(
-        config: &TenantConfig,
-        shared: &Shared,
-        metrics: &Metrics,
-    ) -> Result<Arc<Tenant>, String> {
-        Tenant::new(config, shared.clone(), metrics)
+    fn build_tenant(config: &TenantConfig, shared: &Shared) -> Result<Arc<Tenant>, String> {
+        Tenant::new(config, shared.clone())
             .map(Arc::new)
             .map_err(|e| format!("tenant {}: {e}", config.name))
     }
@@ -161,24 +165,14 @@ impl Exporter {
                         &mut summary.added
                     };
                     list.push(config.name.clone());
-                    let built = Self::build_tenant(config, &self.shared, &self.metrics);
-                    match built {
-                        Ok(tenant) => next.push(tenant),
-                        Err(error) => {
-                            // Their series were created with their metric handles.
-                            for name in &summary.added {
-                                self.metrics.remove_tenant(name);
-                            }
-                            return Err(error);
-                        }
-                    }
+                    // A tenant carries its own series: a refused reload leaves none behind.
+                    next.push(Self::build_tenant(config, &self.shared)?);
                 }
             }
         }
         for tenant in current.iter() {
             if !configs.iter().any(|c| c.name == tenant.name()) {
                 summary.removed.push(tenant.name().to_owned());
-                self.metrics.remove_tenant(tenant.name());
             }
         }
         self.tenants.store(Arc::new(TenantSet::new(next)));
@@ -234,6 +228,31 @@ impl Exporter {
         self.snapshot()
     }
 
+    /// One tenant's series for `/probe?target=`: its stale reports refreshed first (the same
+    /// single flight, budget and Retry-After rules as a scrape of /metrics), waiting at most
+    /// `budget`. `None`: no such tenant (in this shard).
+    pub async fn probe(&self, target: &str, budget: Duration) -> Option<bytes::Bytes> {
+        let tenant = {
+            let tenants = self.tenants.load();
+            Arc::clone(&tenants.tenants[*tenants.by_name.get(target)?])
+        };
+        let now = Instant::now();
+        let wait_until = now + budget;
+        for freshness in tenant.ensure_fresh(now) {
+            if let Freshness::Refreshing(mut refresh) = freshness {
+                // Err: the refresh ended (its sender is dropped), which is what we wait for.
+                if tokio::time::timeout_at(wait_until, refresh.changed())
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(tenant = %tenant.name(), "Probe deadline reached while a refresh runs; serving the cache");
+                    break;
+                }
+            }
+        }
+        Some(tenant.probe_body())
+    }
+
     fn nanos(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
@@ -251,8 +270,8 @@ impl Exporter {
             generation,
             now,
             || {
-                let cached: Vec<_> = self.tenants().iter().flat_map(|t| t.cached()).collect();
-                self.metrics.render_cached(&cached)
+                let parts: Vec<_> = self.tenants().iter().map(|t| t.parts()).collect();
+                self.metrics.render_cached(&parts)
             },
             || self.metrics.render_process(),
         )

@@ -1,33 +1,27 @@
-//! The exposition: report gauges from the cached reports, plus the exporter's self-metrics.
+//! The exposition: report gauges and status series, stitched per scrape from what each tenant
+//! encoded once, plus the exporter-wide self-metrics.
 //!
-//! HELP texts live here and nowhere else. The report gauges are encoded once per refresh, as
-//! sample lines per metric family ([`ReportSamples`]), and stitched together per scrape: a
-//! product that leaves the report leaves /metrics with the next refresh, and a scrape costs a
-//! copy, not an encoding. The self-metrics (up, counters, histograms, process_*) are ordinary
-//! `prometheus` crate collectors in a per-exporter [`Registry`].
+//! HELP texts live here and nowhere else. A tenant's report gauges are encoded once per refresh
+//! ([`crate::reports::Encoded`]) and its status series whenever they change
+//! ([`crate::status`]); `/metrics` concatenates every tenant's lines family by family and
+//! `/probe` one tenant's, so a scrape costs a copy, not an encoding. What is exporter-wide (the
+//! latency and duration histograms by report, build info, process_*) is an ordinary `prometheus`
+//! crate [`Registry`].
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use chrono::NaiveDate;
 use prometheus::core::Collector;
-use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
 
-use crate::error::{Error, Stage, REASONS};
-use crate::reports::{midnight, ReportKind, KINDS};
+use crate::reports::{ReportKind, KINDS};
+use crate::status::{self, Lines};
 use crate::tenant::CachedReport;
+
+pub use crate::status::{CREDENTIAL_EXPIRY, REFRESH_TIMESTAMP};
 
 /// The Content-Type of /metrics: exactly the text encoder's.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
-
-/// The Report Refresh Date gauge's name.
-pub const REFRESH_TIMESTAMP: &str = "office365_activations_report_refresh_timestamp_seconds";
-
-/// The credential expiry gauge's name.
-pub const CREDENTIAL_EXPIRY: &str = "office365_activations_credential_expiry_timestamp_seconds";
 
 /// The version and git revision baked into the build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -37,32 +31,29 @@ pub const REVISION: &str = match option_env!("O365_EXPORTER_REVISION") {
     None => "unknown",
 };
 
-/// The self-metrics of one exporter, and the HELP texts of the report gauges.
+/// What one tenant shows: its cached reports and its status lines.
+#[derive(Clone, Debug)]
+pub struct TenantParts {
+    /// The reports it serves.
+    pub reports: Vec<Arc<CachedReport>>,
+    /// Its status lines.
+    pub status: Arc<Lines>,
+}
+
+/// The exporter-wide self-metrics, and the HELP texts of every family.
 pub struct Metrics {
-    /// Holds the self-metrics, which change only when a refresh starts or ends.
+    /// Histograms and build info, which change only when a refresh ends.
     registry: Registry,
     /// Holds the process collector, whose values change all the time.
     process: Registry,
-    /// `office365_activations_up{tenant,report}`.
-    up: GaugeVec,
-    /// `office365_activations_last_refresh_success_timestamp_seconds{tenant,report}`.
-    last_success: GaugeVec,
-    /// `office365_activations_refreshes_total{tenant,report}`.
-    refreshes: IntCounterVec,
-    /// `office365_activations_fetch_errors_total{tenant,report,stage,reason}`.
-    fetch_errors: IntCounterVec,
-    /// `office365_activations_redirect_latency_seconds{tenant,report}`.
+    /// `office365_activations_redirect_latency_seconds{report}`.
     redirect_latency: HistogramVec,
-    /// `office365_activations_refresh_duration_seconds{tenant,report}`.
+    /// `office365_activations_refresh_duration_seconds{report}`.
     refresh_duration: HistogramVec,
-    /// `office365_activations_report_refresh_timestamp_seconds{tenant,report}`: set from the
-    /// served report's date; absent while it has none.
-    report_date: GaugeVec,
-    /// `office365_activations_credential_expiry_timestamp_seconds{tenant}`: only for tenants
-    /// whose credential has a known expiry (a certificate).
-    credential_expiry: GaugeVec,
     /// HELP text of each family of each kind (in [`KINDS`] order), naming the cache TTL.
     report_help: Vec<Vec<String>>,
+    /// HELP text of each status family ([`status::FAMILIES`] order).
+    status_help: Vec<String>,
 }
 
 /// Latency buckets, 50 ms to 2 min: a download is a few hundred ms; a slow proxy, seconds.
@@ -77,50 +68,19 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -
 
 impl Metrics {
     /// Self-metrics for an exporter whose reports are cached for `ttl` (a text such as `1h`, or
-    /// `the report's cache TTL` when reports differ).
+    /// `the report's TTL` when reports differ).
     pub fn new(ttl: &str) -> Metrics {
         let registry = Registry::new();
         let cached = format!(
             "Cached: refreshed from Microsoft Graph when a scrape finds it older than {ttl}."
         );
-        let up = register(&registry, GaugeVec::new(
-            Opts::new("office365_activations_up", format!("1 if the latest refresh of the tenant's report from Microsoft Graph succeeded, else 0 (the last good report is still served); one series per enabled report. {cached}")),
-            &["tenant", "report"],
-        ).unwrap());
-        let last_success = register(&registry, GaugeVec::new(
-            Opts::new("office365_activations_last_refresh_success_timestamp_seconds", format!("Unix time of the latest successful refresh of the tenant's report. {cached}")),
-            &["tenant", "report"],
-        ).unwrap());
-        let refreshes = register(
-            &registry,
-            IntCounterVec::new(
-                Opts::new(
-                    "office365_activations_refreshes_total",
-                    format!("Refresh attempts of the tenant's report, successful or not. {cached}"),
-                ),
-                &["tenant", "report"],
-            )
-            .unwrap(),
-        );
-        let fetch_errors = register(&registry, IntCounterVec::new(
-            Opts::new("office365_activations_fetch_errors_total", "Failed refreshes, by stage (token, report, download, parse) and reason (throttled, timeout, network, unauthorized, http_4xx, http_5xx, invalid_response, too_large, not_csv, missing_column, invalid_value)."),
-            &["tenant", "report", "stage", "reason"],
-        ).unwrap());
         let redirect_latency = register(&registry, HistogramVec::new(
-            HistogramOpts::new("office365_activations_redirect_latency_seconds", "Time from requesting Graph's pre-authenticated download URL to having the whole report body.").buckets(LATENCY_BUCKETS.to_vec()),
-            &["tenant", "report"],
+            HistogramOpts::new("office365_activations_redirect_latency_seconds", "Time from requesting Graph's pre-authenticated download URL to having the whole report body, over all tenants (per tenant: office365_activations_tenant_redirect_latency_seconds).").buckets(LATENCY_BUCKETS.to_vec()),
+            &["report"],
         ).unwrap());
         let refresh_duration = register(&registry, HistogramVec::new(
-            HistogramOpts::new("office365_activations_refresh_duration_seconds", "Duration of whole refreshes of the tenant's report: token, report request, download and parse.").buckets(LATENCY_BUCKETS.to_vec()),
-            &["tenant", "report"],
-        ).unwrap());
-        let report_date = register(&registry, GaugeVec::new(
-            Opts::new(REFRESH_TIMESTAMP, format!("Report Refresh Date of the tenant's cached report, as Unix time of that day's UTC midnight; Graph's data lags 24 to 48 hours. {cached}")),
-            &["tenant", "report"],
-        ).unwrap());
-        let credential_expiry = register(&registry, GaugeVec::new(
-            Opts::new(CREDENTIAL_EXPIRY, "Unix time when the tenant's credential stops working: the notAfter of its client certificate (only for certificate credentials). Alert well before it: Entra ID refuses an expired certificate."),
-            &["tenant"],
+            HistogramOpts::new("office365_activations_refresh_duration_seconds", "Duration of whole refreshes (token, report request, download and parse), over all tenants (per tenant: office365_activations_last_refresh_duration_seconds).").buckets(LATENCY_BUCKETS.to_vec()),
+            &["report"],
         ).unwrap());
         let build_info = register(&registry, GaugeVec::new(
             Opts::new("office365_activations_exporter_build_info", "A metric with a constant '1' value labeled by version and revision of office365-activations-exporter."),
@@ -142,109 +102,85 @@ impl Metrics {
                     .collect()
             })
             .collect();
+        let status_help = vec![
+            format!("1 if the latest refresh of the tenant's report from Microsoft Graph succeeded, else 0 (the last good report is still served); one series per enabled report. {cached}"),
+            format!("Unix time of the latest successful refresh of the tenant's report. {cached}"),
+            format!("Refresh attempts of the tenant's report, successful or not. {cached}"),
+            "Failed refreshes, by stage (token, report, download, parse) and reason (throttled, timeout, network, unauthorized, http_4xx, http_5xx, invalid_response, too_large, not_csv, missing_column, invalid_value).".to_owned(),
+            "Duration of the latest completed refresh of the tenant's report (token, report request, download and parse), successful or not.".to_owned(),
+            format!("Report Refresh Date of the tenant's cached report, as Unix time of that day's UTC midnight; Graph's data lags 24 to 48 hours. {cached}"),
+            "Time from requesting Graph's pre-authenticated download URL to having the whole report body, per tenant over its reports (rate of _sum over rate of _count: the mean).".to_owned(),
+            "Unix time when the tenant's credential stops working: the notAfter of its client certificate (only for certificate credentials). Alert well before it: Entra ID refuses an expired certificate.".to_owned(),
+        ];
         Metrics {
             registry,
             process,
-            up,
-            last_success,
-            refreshes,
-            fetch_errors,
             redirect_latency,
             refresh_duration,
-            report_date,
-            credential_expiry,
             report_help,
+            status_help,
         }
     }
 
-    /// The handles of one tenant's own self-metrics (its credential's expiry).
-    pub fn tenant(&self, name: &str) -> TenantMetrics {
-        TenantMetrics {
-            name: name.to_owned(),
-            credential_expiry: self.credential_expiry.clone(),
+    /// Records a finished refresh of `kind` in the exporter-wide histograms.
+    pub fn observe(&self, kind: ReportKind, redirect_latency: Option<Duration>, took: Duration) {
+        if let Some(latency) = redirect_latency {
+            self.redirect_latency
+                .with_label_values(&[kind.name])
+                .observe(latency.as_secs_f64());
         }
+        self.refresh_duration
+            .with_label_values(&[kind.name])
+            .observe(took.as_secs_f64());
     }
 
-    /// The handles of one report's self-metrics; a new report's `up`, `refreshes_total` and
-    /// throttled `fetch_errors_total` series start at 0. A tenant changed by a reload keeps its
-    /// series (and `up`) until its first refresh, which the next scrape starts; creating the
-    /// handles changes no value, so a reload that fails later changes nothing.
-    pub fn report(&self, tenant: &str, kind: ReportKind) -> ReportMetrics {
-        let labels = [tenant, kind.name];
-        let up = self.up.with_label_values(&labels);
-        // Office365ExporterThrottled takes increase() of these: a series born at 1 on the first
-        // 429 would hide that 429 from it. Only the stages that can be throttled; every other
-        // stage and reason pair (~25 per report) appears at its first error.
-        for stage in [Stage::Token, Stage::Report, Stage::Download] {
-            self.fetch_errors
-                .with_label_values(&[tenant, kind.name, stage.as_str(), "throttled"]);
-        }
-        ReportMetrics {
-            tenant: tenant.to_owned(),
-            kind,
-            up,
-            last_success: self.last_success.clone(),
-            refreshes: self.refreshes.with_label_values(&labels),
-            fetch_errors: self.fetch_errors.clone(),
-            redirect_latency: self.redirect_latency.with_label_values(&labels),
-            refresh_duration: self.refresh_duration.with_label_values(&labels),
-            report_date: self.report_date.clone(),
-        }
-    }
-
-    /// Forgets every series of a tenant that left the configuration.
-    pub fn remove_tenant(&self, name: &str) {
-        let _ = self.credential_expiry.remove_label_values(&[name]);
-        for kind in KINDS {
-            let labels = [name, kind.name];
-            let _ = self.up.remove_label_values(&labels);
-            let _ = self.last_success.remove_label_values(&labels);
-            let _ = self.refreshes.remove_label_values(&labels);
-            let _ = self.redirect_latency.remove_label_values(&labels);
-            let _ = self.refresh_duration.remove_label_values(&labels);
-            let _ = self.report_date.remove_label_values(&labels);
-            for stage in [Stage::Token, Stage::Report, Stage::Download, Stage::Parse] {
-                for reason in REASONS {
-                    let _ = self.fetch_errors.remove_label_values(&[
-                        name,
-                        kind.name,
-                        stage.as_str(),
-                        reason,
-                    ]);
-                }
-            }
-        }
-    }
-
-    /// The part of /metrics that changes only with refreshes: every cached report's gauges,
-    /// family by family, then the self-metrics.
-    pub fn render_cached(&self, cached: &[Arc<CachedReport>]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(16 * 1024);
-        for (k, kind) in KINDS.iter().enumerate() {
-            for (f, family) in kind.families.iter().enumerate() {
-                let mut lines = cached
-                    .iter()
-                    .filter(|c| c.kind == *kind)
-                    .filter_map(|c| c.encoded.families.get(f))
-                    .filter(|l| !l.is_empty())
-                    .peekable();
+    /// The families of `tenants`, each family once with its HELP and TYPE.
+    fn render_tenants(&self, tenants: &[TenantParts], out: &mut Vec<u8>) {
+        let mut family =
+            |name: &str, kind: &str, help: &str, lines: &mut dyn Iterator<Item = &str>| {
+                let mut lines = lines.filter(|l| !l.is_empty()).peekable();
                 if lines.peek().is_none() {
-                    continue;
+                    return;
                 }
-                let name = family.name;
-                let _ = write!(
-                    &mut out as &mut dyn std::io::Write,
-                    "# HELP {name} {}\n# TYPE {name} gauge\n",
-                    self.report_help[k][f]
+                out.extend_from_slice(
+                    format!("# HELP {name} {help}\n# TYPE {name} {kind}\n").as_bytes(),
                 );
                 for l in lines {
                     out.extend_from_slice(l.as_bytes());
                 }
+            };
+        for (k, kind) in KINDS.iter().enumerate() {
+            for (f, fam) in kind.families.iter().enumerate() {
+                let mut lines = tenants.iter().flat_map(|t| {
+                    t.reports
+                        .iter()
+                        .filter(|c| c.kind == *kind)
+                        .filter_map(move |c| c.encoded.families.get(f).map(String::as_str))
+                });
+                family(fam.name, "gauge", &self.report_help[k][f], &mut lines);
             }
         }
+        for (f, (name, kind)) in status::FAMILIES.iter().enumerate() {
+            let mut lines = tenants.iter().map(|t| t.status[f].as_str());
+            family(name, kind, &self.status_help[f], &mut lines);
+        }
+    }
+
+    /// The part of /metrics that changes only with refreshes: every tenant's report gauges and
+    /// status series, family by family, then the exporter-wide self-metrics.
+    pub fn render_cached(&self, tenants: &[TenantParts]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        self.render_tenants(tenants, &mut out);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("encoding into a Vec cannot fail");
+        out
+    }
+
+    /// One tenant's series, for `/probe`.
+    pub fn render_tenant(&self, tenant: &TenantParts) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 * 1024);
+        self.render_tenants(std::slice::from_ref(tenant), &mut out);
         out
     }
 
@@ -309,142 +245,36 @@ impl Collector for ProcessMetrics {
     }
 }
 
-/// One tenant's own self-metric handles.
-pub struct TenantMetrics {
-    /// The `tenant` label value.
-    name: String,
-    /// Created when the credential first reports an expiry.
-    credential_expiry: GaugeVec,
-}
-
-impl TenantMetrics {
-    /// A callback that sets this tenant's credential expiry gauge (creating the series at the
-    /// first call, so credentials without an expiry never show one).
-    pub fn credential_expiry_observer(&self) -> crate::credentials::ExpiryObserver {
-        let gauge = self.credential_expiry.clone();
-        let name = self.name.clone();
-        std::sync::Arc::new(move |at: SystemTime| {
-            let unix = at
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            gauge.with_label_values(&[&name]).set(unix);
-        })
-    }
-}
-
-/// One report's self-metric handles, resolved once.
-pub struct ReportMetrics {
-    /// The `tenant` label value.
-    tenant: String,
-    /// The `report` label value's kind.
-    kind: ReportKind,
-    /// Set on every completed refresh.
-    up: Gauge,
-    /// Created at the first success, so it never shows a made-up 0 timestamp.
-    last_success: GaugeVec,
-    /// Counts attempts.
-    refreshes: IntCounter,
-    /// Counts failures by stage and reason.
-    fetch_errors: IntCounterVec,
-    /// Download latency.
-    redirect_latency: Histogram,
-    /// Whole refresh duration.
-    refresh_duration: Histogram,
-    /// The served report's date; created at the first report that has one.
-    report_date: GaugeVec,
-}
-
-impl ReportMetrics {
-    fn labels(&self) -> [&str; 2] {
-        [&self.tenant, self.kind.name]
-    }
-
-    /// A refresh has started.
-    pub fn refresh_started(&self) {
-        self.refreshes.inc();
-    }
-
-    /// A refresh succeeded at `now` with a report of `date`.
-    pub fn refresh_succeeded(
-        &self,
-        now: SystemTime,
-        date: Option<NaiveDate>,
-        redirect_latency: Option<Duration>,
-        took: Duration,
-    ) {
-        self.up.set(1.0);
-        let unix = now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
-        self.last_success
-            .with_label_values(&self.labels())
-            .set(unix);
-        match date {
-            Some(date) => self
-                .report_date
-                .with_label_values(&self.labels())
-                .set(midnight(date) as f64),
-            // A header-only report has no date: no made-up timestamp.
-            None => {
-                let _ = self.report_date.remove_label_values(&self.labels());
-            }
-        }
-        if let Some(latency) = redirect_latency {
-            self.redirect_latency.observe(latency.as_secs_f64());
-        }
-        self.refresh_duration.observe(took.as_secs_f64());
-    }
-
-    /// A refresh failed with `error`.
-    pub fn refresh_failed(&self, error: &Error, took: Duration) {
-        self.up.set(0.0);
-        self.fetch_errors
-            .with_label_values(&[
-                &self.tenant,
-                self.kind.name,
-                error.stage().as_str(),
-                error.reason(),
-            ])
-            .inc();
-        self.refresh_duration.observe(took.as_secs_f64());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reports::user_counts::{self, ActivationReport, ProductCounts};
     use crate::reports::Encoded;
+    use crate::status::Status;
 
-    fn cached(tenant: &str, report: &ActivationReport) -> Arc<CachedReport> {
-        Arc::new(CachedReport {
-            kind: &user_counts::KIND,
-            encoded: Encoded {
-                refresh_date: report.refresh_date,
-                rows: report.products.len() as u64,
-                families: user_counts::encode(tenant, report),
-            },
-            fetched: SystemTime::now(),
-        })
-    }
-
-    #[test]
-    fn the_report_date_is_a_series_per_report_and_leaves_with_a_dateless_report() {
-        let metrics = Metrics::new("1h");
-        let report = metrics.report("con\"toso", &user_counts::KIND);
-        let render = || String::from_utf8(metrics.render_cached(&[])).unwrap();
-        report.refresh_succeeded(
-            SystemTime::now(),
-            NaiveDate::from_ymd_opt(2026, 11, 25),
-            None,
-            Duration::ZERO,
-        );
-        assert!(render().contains(
-            "office365_activations_report_refresh_timestamp_seconds{report=\"user_counts\",tenant=\"con\\\"toso\"} 1795564800\n"
-        ), "{}", render());
-        report.refresh_succeeded(SystemTime::now(), None, None, Duration::ZERO);
-        assert!(!render().contains(&format!("{REFRESH_TIMESTAMP}{{")));
+    fn tenant(name: &str, n: u64) -> TenantParts {
+        let report = ActivationReport {
+            refresh_date: None,
+            products: vec![ProductCounts {
+                product_type: "P".into(),
+                assigned: n,
+                activated: n,
+                shared_computer_activation: Some(n),
+            }],
+        };
+        let status = Status::new(name, &[&user_counts::KIND], Arc::default());
+        TenantParts {
+            reports: vec![Arc::new(CachedReport {
+                kind: &user_counts::KIND,
+                encoded: Encoded {
+                    refresh_date: None,
+                    rows: 1,
+                    families: user_counts::encode(name, &report),
+                },
+                fetched: std::time::SystemTime::now(),
+            })],
+            status: status.lines(),
+        }
     }
 
     #[cfg(target_os = "linux")]
@@ -479,24 +309,19 @@ mod tests {
     #[test]
     fn render_groups_each_family_once_across_tenants() {
         let metrics = Metrics::new("1h");
-        let report = |n| ActivationReport {
-            refresh_date: None,
-            products: vec![ProductCounts {
-                product_type: "P".into(),
-                assigned: n,
-                activated: n,
-                shared_computer_activation: Some(n),
-            }],
-        };
-        let text = String::from_utf8(
-            metrics.render_cached(&[cached("a", &report(1)), cached("b", &report(2))]),
-        )
-        .unwrap();
-        assert_eq!(
-            text.matches("# TYPE office365_activations_assigned_users gauge")
-                .count(),
-            1
-        );
+        let text =
+            String::from_utf8(metrics.render_cached(&[tenant("a", 1), tenant("b", 2)])).unwrap();
+        for family in [
+            "office365_activations_assigned_users gauge",
+            "office365_activations_up gauge",
+            "office365_activations_fetch_errors_total counter",
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {family}")).count(),
+                1,
+                "{family}"
+            );
+        }
         let assigned: Vec<_> = text
             .lines()
             .filter(|l| l.starts_with("office365_activations_assigned_users{"))
@@ -506,30 +331,36 @@ mod tests {
             !text.contains(REFRESH_TIMESTAMP),
             "no date, no timestamp gauge"
         );
+        assert!(
+            !text.contains(CREDENTIAL_EXPIRY),
+            "no certificate, no expiry"
+        );
         assert!(text.contains("office365_activations_exporter_build_info{revision="));
         assert!(text.contains("older than 1h"));
+        let probe = String::from_utf8(metrics.render_tenant(&tenant("b", 2))).unwrap();
+        assert!(probe.contains("office365_activations_up{tenant=\"b\",report=\"user_counts\"} 0"));
+        assert!(!probe.contains("tenant=\"a\""));
+        assert!(
+            !probe.contains("build_info"),
+            "the exporter's own series stay on /metrics"
+        );
     }
 
     #[test]
-    fn credential_expiry_appears_only_when_reported_and_leaves_with_the_tenant() {
+    fn histograms_are_exporter_wide_by_report() {
         let metrics = Metrics::new("1h");
-        let tenant = metrics.tenant("contoso");
-        let render = |m: &Metrics| String::from_utf8(m.render_cached(&[])).unwrap();
-        assert!(!render(&metrics).contains(CREDENTIAL_EXPIRY));
-        let observe = tenant.credential_expiry_observer();
-        observe(UNIX_EPOCH + Duration::from_secs(1_900_000_000));
-        let text = render(&metrics);
-        assert!(
-            text.contains(&format!("# HELP {CREDENTIAL_EXPIRY} ")),
-            "{text}"
+        metrics.observe(
+            &user_counts::KIND,
+            Some(Duration::from_millis(300)),
+            Duration::from_secs(1),
         );
+        let text = String::from_utf8(metrics.render_cached(&[])).unwrap();
+        assert!(text.contains(
+            "office365_activations_redirect_latency_seconds_bucket{report=\"user_counts\",le=\"0.5\"} 1"
+        ), "{text}");
         assert!(
-            text.contains(&format!(
-                "{CREDENTIAL_EXPIRY}{{tenant=\"contoso\"}} 1900000000"
-            )),
-            "{text}"
+            !text.contains("tenant="),
+            "no tenant label on the histograms"
         );
-        metrics.remove_tenant("contoso");
-        assert!(!render(&metrics).contains(&format!("{CREDENTIAL_EXPIRY}{{")));
     }
 }

@@ -1,9 +1,10 @@
 //! The HTTP server (hyper 1): TLS and basic auth from the web config, routing, scrape
 //! deadlines, graceful shutdown.
 //!
-//! GET and HEAD only. `/` is a landing page, the telemetry path serves metrics, `/-/healthy`
-//! answers without touching Graph, `/-/ready` once every tenant has loaded a report, POST
-//! `/-/reload` when the lifecycle API is enabled.
+//! GET and HEAD only. `/` is a landing page, the telemetry path serves metrics (every tenant of
+//! this process), `/probe?target=<tenant>` one tenant's, `/sd` the tenants as Prometheus HTTP
+//! service discovery, `/-/healthy` answers without touching Graph, `/-/ready` once every tenant
+//! has loaded its reports, POST `/-/reload` when the lifecycle API is enabled.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -45,6 +46,10 @@ pub struct ServerOptions {
     pub web: Arc<WebConfig>,
     /// `/-/healthy` answers without basic auth, for probes (`--web.health-without-auth`).
     pub health_without_auth: bool,
+    /// The host:port `/sd` advertises (`--web.sd-address`).
+    pub sd_address: String,
+    /// This process's shard, for `/sd` and the landing page.
+    pub shard: crate::shard::Shard,
 }
 
 /// A TLS handshake must complete within this time.
@@ -269,11 +274,64 @@ async fn handle(
         return metrics_response(&snapshot, &request);
     }
     match path {
-        "/" => response(StatusCode::OK, "text/html; charset=utf-8", landing_page(exporter, &options.telemetry_path)),
+        "/probe" => probe(exporter, options, &request).await,
+        "/sd" => response(
+            StatusCode::OK,
+            "application/json",
+            crate::sd::render(&exporter.tenants(), &options.sd_address, options.shard),
+        ),
+        "/" => response(StatusCode::OK, "text/html; charset=utf-8", landing_page(exporter, options)),
         "/-/healthy" => response(StatusCode::OK, "text/plain; charset=utf-8", "Healthy\n"),
         "/-/ready" if exporter.ready() => response(StatusCode::OK, "text/plain; charset=utf-8", "Ready\n"),
         "/-/ready" => response(StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", "Not ready: not every tenant has loaded each of its reports yet (reports load at the first scrape)\n"),
         _ => response(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "Not found\n"),
+    }
+}
+
+/// `GET /probe?target=<tenant name>`: that tenant's series, refreshed like a scrape of /metrics.
+async fn probe(
+    exporter: &Exporter,
+    options: &ServerOptions,
+    request: &Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let query = request.uri().query().unwrap_or("");
+    let target = reqwest::Url::parse(&format!("http://probe/?{query}"))
+        .ok()
+        .and_then(|url| {
+            url.query_pairs()
+                .find(|(key, _)| key == "target")
+                .map(|(_, value)| value.into_owned())
+        });
+    let Some(target) = target.filter(|t| !t.is_empty()) else {
+        return response(
+            StatusCode::BAD_REQUEST,
+            TEXT,
+            "Missing target: use /probe?target=<tenant name> (the names are listed on / and /sd)\n",
+        );
+    };
+    let budget = scrape_budget(
+        request.headers().get("x-prometheus-scrape-timeout-seconds"),
+        options.default_scrape_timeout,
+    );
+    match exporter.probe(&target, budget).await {
+        Some(body) => response(StatusCode::OK, METRICS_CONTENT_TYPE, body),
+        None => {
+            let shard = options.shard;
+            let detail = if shard.count > 1 {
+                format!(" (this is shard {} of {})", shard.index, shard.count)
+            } else {
+                String::new()
+            };
+            response(
+                StatusCode::BAD_REQUEST,
+                TEXT,
+                format!(
+                    "Unknown target {:?}: no such tenant in this exporter{detail}\n",
+                    target.chars().take(200).collect::<String>()
+                ),
+            )
+        }
     }
 }
 
@@ -319,7 +377,15 @@ fn escape_html(text: &str) -> String {
     out
 }
 
-fn landing_page(exporter: &Exporter, telemetry_path: &str) -> String {
+fn landing_page(exporter: &Exporter, options: &ServerOptions) -> String {
+    let telemetry_path = &options.telemetry_path;
+    let shard = match options.shard {
+        s if s.count > 1 => format!(
+            "<p>Shard {} of {}: these are the tenants this process owns.</p>\n",
+            s.index, s.count
+        ),
+        _ => String::new(),
+    };
     let mut rows = String::new();
     for tenant in exporter.tenants().iter() {
         for status in tenant.status() {
@@ -363,7 +429,7 @@ fn landing_page(exporter: &Exporter, telemetry_path: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>Office 365 Activations Exporter</title>\n\
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}</style></head>\n\
 <body>\n<h1>Office 365 Activations Exporter</h1>\n<p>Version {VERSION}. Microsoft 365 Apps activations from Microsoft Graph, cached and refreshed at scrape time.</p>\n\
-<ul><li><a href=\"{path}\">Metrics</a></li><li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>\n\
+<ul><li><a href=\"{path}\">Metrics</a> (every tenant)</li><li><a href=\"/sd\">Service discovery</a> (one <code>/probe</code> target per tenant)</li><li><a href=\"/-/healthy\">Health</a></li><li><a href=\"/-/ready\">Readiness</a></li></ul>\n{shard}\
 <h2>Tenants</h2>\n<table>\n<tr><th>Tenant</th><th>Report</th><th>State</th><th>Rows</th><th>Report date</th><th>Fetched</th></tr>\n{rows}</table>\n</body>\n</html>\n"
     )
 }

@@ -11,7 +11,7 @@
 //! The reports of a tenant share its token, fetched once for all of them.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -22,8 +22,9 @@ use crate::config::{ReportConfig, TenantConfig};
 use crate::credentials::{self, CredentialParams, Secret, TokenCache};
 use crate::error::Error;
 use crate::graph::{GraphClient, ReportFormat};
-use crate::metrics::{Metrics, ReportMetrics, TenantMetrics};
+use crate::metrics::{Metrics, TenantParts};
 use crate::reports::{Encoded, ReportKind};
+use crate::status::Status as StatusSeries;
 
 /// The first retry after a failure waits about this long; each further failure doubles it.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(30);
@@ -60,6 +61,8 @@ pub struct Shared {
     pub refresh_slots: Arc<Semaphore>,
     /// Bumped whenever a refresh starts or ends: the exposition is rebuilt only when it moves.
     pub generation: Arc<AtomicU64>,
+    /// The exporter-wide histograms and HELP texts.
+    pub metrics: Arc<Metrics>,
 }
 
 /// A report as served, with when it was fetched.
@@ -151,8 +154,6 @@ pub struct Report {
     graph: GraphClient,
     /// Report requests allowed per [`REPORT_WINDOW`]: CSV and JSON have their own limits.
     budget: usize,
-    /// Its self-metric handles.
-    metrics: ReportMetrics,
     /// Everything that changes; the lock is never held across an `.await`.
     state: Mutex<State>,
 }
@@ -197,8 +198,10 @@ pub struct Tenant {
     token_fetch: tokio::sync::Mutex<()>,
     /// The enabled reports, in the configuration's order.
     reports: Vec<Report>,
-    /// The tenant's own self-metric handles (credential expiry).
-    _metrics: TenantMetrics,
+    /// Its status series, encoded whenever they change.
+    series: Arc<StatusSeries>,
+    /// Its `/probe` body and the status generation it was rendered at.
+    probe: arc_swap::ArcSwapOption<(u64, bytes::Bytes)>,
 }
 
 /// Clears the in-flight marker when a refresh task ends, even by a panic.
@@ -223,8 +226,17 @@ pub fn backoff(failures: u32, ttl: Duration) -> Duration {
 
 impl Tenant {
     /// A tenant from its configuration; nothing is fetched until the first scrape.
-    pub fn new(config: &TenantConfig, shared: Shared, metrics: &Metrics) -> Result<Tenant, String> {
-        let tenant_metrics = metrics.tenant(&config.name);
+    pub fn new(config: &TenantConfig, shared: Shared) -> Result<Tenant, String> {
+        let kinds: Vec<ReportKind> = config.reports.iter().map(|r| r.kind).collect();
+        let series = Arc::new(StatusSeries::new(
+            &config.name,
+            &kinds,
+            Arc::clone(&shared.generation),
+        ));
+        let expiry: credentials::ExpiryObserver = {
+            let series = Arc::clone(&series);
+            Arc::new(move |at| series.credential_expires(at))
+        };
         let credential = credentials::build(
             &config.credential,
             CredentialParams {
@@ -233,7 +245,7 @@ impl Tenant {
                 client_id: &config.client_id,
                 authority_host: &config.authority_host,
                 scope: &config.scope,
-                expiry: Some(tenant_metrics.credential_expiry_observer()),
+                expiry: Some(expiry),
             },
         )?;
         let reports = config
@@ -254,7 +266,6 @@ impl Tenant {
                     ReportFormat::Csv => REPORT_BUDGET,
                     ReportFormat::Json => JSON_REPORT_BUDGET,
                 },
-                metrics: metrics.report(&config.name, report.kind),
                 state: Mutex::new(State::default()),
             })
             .collect();
@@ -265,8 +276,31 @@ impl Tenant {
             token: TokenCache::new(credential),
             token_fetch: tokio::sync::Mutex::new(()),
             reports,
-            _metrics: tenant_metrics,
+            series,
+            probe: arc_swap::ArcSwapOption::empty(),
         })
+    }
+
+    /// What the tenant shows on /metrics and /probe.
+    pub fn parts(&self) -> TenantParts {
+        TenantParts {
+            reports: self.cached().collect(),
+            status: self.series.lines(),
+        }
+    }
+
+    /// The tenant's `/probe` body, rendered again only when something of it changed.
+    pub fn probe_body(&self) -> bytes::Bytes {
+        // Read the generation first: a change landing meanwhile is rendered again next time.
+        let generation = self.series.generation();
+        if let Some(cached) = self.probe.load().as_ref() {
+            if cached.0 == generation {
+                return cached.1.clone();
+            }
+        }
+        let body = bytes::Bytes::from(self.shared.metrics.render_tenant(&self.parts()));
+        self.probe.store(Some(Arc::new((generation, body.clone()))));
+        body
     }
 
     /// The `tenant` label value.
@@ -371,8 +405,7 @@ impl Tenant {
     /// Runs one refresh of `report` now and records its outcome.
     async fn refresh_report(&self, report: &Report) -> Result<(), Error> {
         let started = Instant::now();
-        report.metrics.refresh_started();
-        self.shared.generation.fetch_add(1, Ordering::Release);
+        self.series.refresh_started(report.kind);
         let result = self.fetch(report).await;
         let took = started.elapsed();
         let now = Instant::now();
@@ -388,12 +421,11 @@ impl Tenant {
                     "Refreshed the report"
                 );
                 let fetched = SystemTime::now();
-                report.metrics.refresh_succeeded(
-                    fetched,
-                    encoded.refresh_date,
-                    redirect_latency,
-                    took,
-                );
+                self.shared
+                    .metrics
+                    .observe(report.kind, redirect_latency, took);
+                // The report first: the status change below moves the generation.
+                let date = encoded.refresh_date;
                 state.report = Some(Arc::new(CachedReport {
                     kind: report.kind,
                     encoded,
@@ -405,6 +437,8 @@ impl Tenant {
                 state.failures = 0;
                 state.up = true;
                 state.last_error = None;
+                self.series
+                    .refresh_succeeded(report.kind, fetched, date, redirect_latency, took);
                 Ok(())
             }
             Err(error) => {
@@ -424,12 +458,11 @@ impl Tenant {
                     error = %error,
                     "Refresh of the report failed"
                 );
-                report.metrics.refresh_failed(&error, took);
+                self.shared.metrics.observe(report.kind, None, took);
+                self.series.refresh_failed(report.kind, &error, took);
                 Err(error)
             }
         };
-        // The exposition is rebuilt once it sees the generation move.
-        self.shared.generation.fetch_add(1, Ordering::Release);
         outcome
     }
 

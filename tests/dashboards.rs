@@ -5,10 +5,13 @@
 //!   (file provisioning cannot resolve them);
 //! - a unit on every panel with queries, a description on every panel (rows excepted: Grafana has
 //!   no description for them), a stable human-readable `uid`, `schemaVersion` >= 39;
-//! - `job` and `tenant` (and `product_type` where used) are `label_values(...)` variables,
+//! - `job` and `tenant` (and `product_type` and `report` where used) are `label_values(...)` variables,
 //!   multi-select with All = `.*`, used only with `=~`; every `$variable` used is defined; every
 //!   `rate()` uses `$__rate_interval`; panels do not overlap;
 //! - every recording rule the dashboards read is defined in `prometheus/rules/`;
+//! - the tenant status series carry a `report` label (user_counts, activation_counts,
+//!   user_detail): a query over them that aggregates or joins `by`/`on` a label list keeps
+//!   `report`, and on a dashboard with a `report` variable it filters on `$report`;
 //! - every PromQL expression (panel targets and variable queries, template variables substituted)
 //!   parses: they are written as recording rules into a temporary file and checked with
 //!   `promtool check rules`.
@@ -50,7 +53,19 @@ const KNOWN_UNITS: &[&str] = &[
 /// Template variables every dashboard must offer.
 const REQUIRED_VARIABLES: &[&str] = &["job", "tenant"];
 /// Label-filter variables: `label_values(...)`, multi-select, All = `.*`.
-const FILTER_VARIABLES: &[&str] = &["job", "tenant", "product_type"];
+const FILTER_VARIABLES: &[&str] = &["job", "tenant", "product_type", "report"];
+/// The exporter's tenant status series, which carry a `report` label (histograms by their base
+/// name), and the recording-rule level that keeps it.
+const STATUS_METRICS: &[&str] = &[
+    "office365_activations_up",
+    "office365_activations_last_refresh_success_timestamp_seconds",
+    "office365_activations_refreshes_total",
+    "office365_activations_fetch_errors_total",
+    "office365_activations_redirect_latency_seconds",
+    "office365_activations_refresh_duration_seconds",
+    "office365_activations_report_refresh_timestamp_seconds",
+];
+const STATUS_RULE_LEVEL: &str = "tenant_report:";
 
 // ------------------------------------------------------------------------------------------------
 // Loading
@@ -678,6 +693,192 @@ fn check_recording_rules_exist(d: &Dashboard, defined: &BTreeSet<String>) -> Vec
 }
 
 // ------------------------------------------------------------------------------------------------
+// The `report` label of the status series
+
+/// Whether a metric name is one of the status series (or a histogram series of one).
+fn is_status_metric(name: &str) -> bool {
+    name.starts_with(STATUS_RULE_LEVEL)
+        || STATUS_METRICS.iter().any(|metric| {
+            name.strip_prefix(metric)
+                .is_some_and(|rest| matches!(rest, "" | "_bucket" | "_sum" | "_count"))
+        })
+}
+
+/// What [`scan_report_use`] found in one expression.
+#[derive(Debug, Default)]
+struct ReportUse {
+    /// Status series read without a literal `report` matcher (`report="x"` / `report=~"x|y"`).
+    unpinned: BTreeSet<String>,
+    /// Status series read with one.
+    pinned: BTreeSet<String>,
+    /// `by (...)` / `on (...)` label lists: (keyword, labels).
+    keeps: Vec<(String, Vec<String>)>,
+    /// `without (...)` / `ignoring (...)` label lists.
+    drops: Vec<(String, Vec<String>)>,
+}
+
+/// Scans a PromQL expression: which status series it reads (and whether their selector pins
+/// `report` to literal values), and its grouping and matching label lists.
+fn scan_report_use(expr: &str) -> ReportUse {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut found = ReportUse::default();
+    let mut i = 0;
+    let skip_string = |i: &mut usize| {
+        let quote = chars[*i];
+        *i += 1;
+        while *i < chars.len() && chars[*i] != quote {
+            if chars[*i] == '\\' {
+                *i += 1;
+            }
+            *i += 1;
+        }
+        *i += 1;
+    };
+    let skip_space = |i: &mut usize| {
+        while *i < chars.len() && chars[*i].is_whitespace() {
+            *i += 1;
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            skip_string(&mut i);
+            continue;
+        }
+        if !(c.is_ascii_alphabetic() || c == '_') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len()
+            && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+        {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        let mut j = i;
+        skip_space(&mut j);
+        let opens = |ch: char| j < chars.len() && chars[j] == ch;
+        if matches!(word.as_str(), "by" | "on" | "without" | "ignoring") && opens('(') {
+            let close = chars[j..]
+                .iter()
+                .position(|&ch| ch == ')')
+                .map_or(chars.len(), |p| j + p);
+            let labels: Vec<String> = chars[j + 1..close]
+                .iter()
+                .collect::<String>()
+                .split(',')
+                .map(|label| label.trim().to_string())
+                .filter(|label| !label.is_empty())
+                .collect();
+            if matches!(word.as_str(), "by" | "on") {
+                found.keeps.push((word, labels));
+            } else {
+                found.drops.push((word, labels));
+            }
+            i = close;
+        } else if is_status_metric(&word) {
+            let mut pinned = false;
+            if opens('{') {
+                // the selector: is there report="literal" or report=~"literal"?
+                let mut k = j + 1;
+                while k < chars.len() && chars[k] != '}' {
+                    if chars[k] == '"' {
+                        skip_string(&mut k);
+                        continue;
+                    }
+                    let rest: String = chars[k..].iter().take(8).collect();
+                    let before_ok =
+                        k == 0 || !(chars[k - 1].is_ascii_alphanumeric() || chars[k - 1] == '_');
+                    if before_ok && rest.starts_with("report") {
+                        let mut m = k + "report".len();
+                        skip_space(&mut m);
+                        if m < chars.len() && chars[m] == '=' {
+                            m += 1;
+                            if m < chars.len() && chars[m] == '~' {
+                                m += 1;
+                            }
+                            skip_space(&mut m);
+                            if m < chars.len() && chars[m] == '"' {
+                                let value_start = m;
+                                skip_string(&mut m);
+                                let value: String = chars[value_start..m].iter().collect();
+                                pinned = !value.contains('$');
+                            }
+                        }
+                    }
+                    k += 1;
+                }
+                i = k;
+            }
+            if pinned {
+                found.pinned.insert(word);
+            } else {
+                found.unpinned.insert(word);
+            }
+        }
+    }
+    found
+}
+
+/// Problems with the `report` label in one expression: status series aggregated or joined by a
+/// label list without `report` (which would merge the reports), or `report` dropped with
+/// `without`/`ignoring`. An expression whose status series all pin `report` to literal values
+/// may group without it.
+fn report_label_problems(expr: &str) -> Vec<String> {
+    let found = scan_report_use(expr);
+    if found.unpinned.is_empty() {
+        return Vec::new();
+    }
+    let series = found
+        .unpinned
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut problems = Vec::new();
+    for (keyword, labels) in &found.keeps {
+        if !labels.is_empty() && !labels.iter().any(|l| l == "report") {
+            problems.push(format!(
+                "aggregates or joins {series} {keyword} ({}) without `report`: the reports would be merged",
+                labels.join(", ")
+            ));
+        }
+    }
+    for (keyword, labels) in &found.drops {
+        if labels.iter().any(|l| l == "report") {
+            problems.push(format!("drops `report` of {series} with {keyword} (...)"));
+        }
+    }
+    problems
+}
+
+fn check_report_label(d: &Dashboard) -> Vec<String> {
+    let has_report_variable = variables(&d.json).iter().any(|v| v["name"] == "report");
+    let mut problems = Vec::new();
+    for (at, expr) in expressions(d) {
+        for problem in report_label_problems(&expr) {
+            problems.push(format!("{at}: {problem}: {expr:?}"));
+        }
+        let found = scan_report_use(&expr);
+        let uses_variable = template_variables(&expr)
+            .iter()
+            .any(|(_, name, _)| name == "report");
+        if has_report_variable
+            && !found.unpinned.is_empty()
+            && !uses_variable
+            && !at.contains(": variable $")
+        {
+            problems.push(format!(
+                "{at}: reads status series {:?} without filtering on $report (report=~\"$report\"): {expr:?}",
+                found.unpinned
+            ));
+        }
+    }
+    problems
+}
+
+// ------------------------------------------------------------------------------------------------
 // PromQL parse check with promtool
 
 fn promtool_program() -> String {
@@ -830,12 +1031,75 @@ fn recording_rules_read_by_dashboards_exist() {
 }
 
 #[test]
+fn status_series_queries_keep_the_report_label() {
+    assert_clean("report label", check_report_label);
+}
+
+#[test]
 fn every_expression_parses_with_promtool() {
     assert_clean("PromQL", check_promql);
 }
 
 // ------------------------------------------------------------------------------------------------
 // The linter itself: it must catch violations, not just pass
+
+#[test]
+fn report_label_scan_tells_kept_merged_and_pinned_reports_apart() {
+    // kept: by and on lists with report; an empty on () (a scalar-like join) needs none
+    assert!(report_label_problems(
+        r#"sum by (tenant, report) (rate(office365_activations_fetch_errors_total{job=~"$job"}[5m])) > on () group_left () x"#
+    )
+    .is_empty());
+    assert!(report_label_problems(
+        r#"histogram_quantile(0.9, sum by (tenant, report, le) (rate(office365_activations_refresh_duration_seconds_bucket[5m])))"#
+    )
+    .is_empty());
+    // merged: a by list without report, also on a recording rule of the tenant_report level
+    assert_eq!(
+        report_label_problems(
+            "max by (job, tenant) (office365_activations_report_refresh_timestamp_seconds)"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        report_label_problems(
+            "sum(tenant_report:office365_activations_report_age_seconds) by (tenant)"
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        report_label_problems("sum without (report) (office365_activations_refreshes_total)").len(),
+        1
+    );
+    // pinned: one report selected by a literal matcher may be grouped without the label ...
+    assert!(report_label_problems(
+        r#"max by (job, tenant) (office365_activations_report_refresh_timestamp_seconds{report=~"user_counts|"} offset 7d)"#
+    )
+    .is_empty());
+    // ... but not by a variable, and label values or other metrics do not count
+    assert_eq!(
+        report_label_problems(r#"max by (tenant) (office365_activations_up{report=~"$report"})"#)
+            .len(),
+        1
+    );
+    assert!(report_label_problems(
+        r#"sum by (tenant) (office365_activations_activated_users{product_type="office365_activations_up"})"#
+    )
+    .is_empty());
+    let found = scan_report_use(
+        r#"office365_activations_up{tenant="a", report="user_detail"} or office365_activations_redirect_latency_seconds_count"#,
+    );
+    assert_eq!(
+        found.pinned,
+        BTreeSet::from(["office365_activations_up".to_string()])
+    );
+    assert_eq!(
+        found.unpinned,
+        BTreeSet::from(["office365_activations_redirect_latency_seconds_count".to_string()])
+    );
+}
 
 #[test]
 fn substitution_and_variable_queries() {
@@ -873,7 +1137,8 @@ fn bad_dashboard() -> Dashboard {
         "templating": {"list": [
             {"name": "job", "type": "custom", "query": "office365-activations"},
             {"name": "tenant", "type": "query", "datasource": "${DS_PROMETHEUS}",
-             "query": "label_values(tenant)", "multi": false, "includeAll": false}
+             "query": "label_values(tenant)", "multi": false, "includeAll": false},
+            {"name": "report", "type": "custom", "query": "user_counts"}
         ]},
         "panels": [
             {"type": "timeseries", "title": "No description, no unit, DS placeholder", "id": 1,
@@ -886,7 +1151,9 @@ fn bad_dashboard() -> Dashboard {
              "datasource": {"type": "prometheus", "uid": "${datasource}"},
              "fieldConfig": {"defaults": {"unit": "percentage"}},
              "targets": [{"refId": "A", "datasource": {"type": "prometheus", "uid": "prom-1"},
-                          "expr": "tenant:office365_activations_no_such_rule{job=~\"$job\"}"}]}
+                          "expr": "tenant:office365_activations_no_such_rule{job=~\"$job\"}"},
+                         {"refId": "B",
+                          "expr": "sum by (tenant) (office365_activations_up{job=~\"$job\"})"}]}
         ]
     });
     let text = serde_json::to_string_pretty(&json).unwrap();
@@ -914,6 +1181,7 @@ fn linter_reports_every_kind_of_violation_in_a_bad_dashboard() {
         ("layout", check_layout(&d)),
         ("recording rules", check_recording_rules_exist(&d, &defined)),
         ("PromQL", check_promql(&d)),
+        ("report label", check_report_label(&d)),
     ];
     let silent: Vec<&str> = checks
         .iter()
@@ -954,4 +1222,6 @@ fn linter_reports_every_kind_of_violation_in_a_bad_dashboard() {
     expect("does not parse");
     expect("target A: datasource is");
     expect("no `datasource` template variable");
+    expect("aggregates or joins office365_activations_up by (tenant) without `report`");
+    expect("without filtering on $report");
 }

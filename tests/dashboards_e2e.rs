@@ -2,30 +2,36 @@
 //! repository, run by a real Prometheus (Debian's package) over real exporter data.
 //!
 //! The setup, all on loopback in a temporary directory:
-//! - the exporter in demo mode (`--demo`: tenant contoso with 5 product types, fabrikam with 3);
+//! - the exporter in demo mode (`--demo`: tenant contoso with 5 product types, fabrikam with 3;
+//!   all three reports, user_counts, activation_counts and user_detail, enabled);
 //! - a second exporter for tenant `northwind`, against the project's fake Graph with a throttle of
 //!   0 report requests per window: its report request is answered 429 (`stage="report",
 //!   reason="throttled"`), so the error panels have real data. The demo itself never fails, and
 //!   src/ is not this test's to change;
-//! - 8 days of history of the demo's report gauges, computed by `demo_products` (the function the
-//!   demo serves its numbers from) and loaded with `promtool tsdb create-blocks-from openmetrics`
-//!   before Prometheus starts, so the "change over 7 days" panels and rules (`offset 7d`) have
-//!   data to compare with;
+//! - 8 days of history of the demo's report gauges and status series, loaded with `promtool tsdb
+//!   create-blocks-from openmetrics` before Prometheus starts, so the "change over 7 days" panels
+//!   and rules (`offset 7d`) have data to compare with: the user_counts gauges computed by
+//!   `demo_products` (the function the demo serves its numbers from), the activation_counts and
+//!   user_detail gauges repeating the demo's values of its first complete scrape, the status series
+//!   with a `report` label for every report that scrape showed;
 //! - Prometheus scraping both exporters every second as job `office365-activations`, and loading
 //!   every `prometheus/rules/*.yml` (copied with each group's `interval` set to 1s, so the rules
 //!   evaluate within seconds instead of a minute; nothing else is changed).
 //!
 //! Then, once the targets have been scraped a few times and every rule group has evaluated since:
 //! - every template variable of every dashboard (`label_values(...)` through
-//!   `/api/v1/label/<label>/values`) must return values, and the demo's tenants and product types;
+//!   `/api/v1/label/<label>/values`) must return values, and the demo's tenants, product types
+//!   and reports;
 //! - every panel target expression, with the variables substituted, through `/api/v1/query`:
 //!   no error, no warning, and data (a NaN sample counts: a quantile between refreshes is one).
 //!   Twice: once with every filter variable on "All" (`.*`), once with every value selected (the
 //!   `(a|b|c)` regex Grafana sends), which proves the values returned by the variable queries
 //!   match what the panels filter on;
 //! - every recording rule Prometheus loaded: its expression, and the series it recorded, with a
-//!   series for every demo tenant (`tenant:` rules) or demo tenant and product type
-//!   (`tenant_product_type:` rules);
+//!   series for every combination of its level's labels (`tenant`, `tenant_report`,
+//!   `tenant_product_type`, `tenant_product_type_platform`, ...) that the demo's raw series it
+//!   derives from have ([`rule_coverage`]); those raw series must cover every demo tenant (and
+//!   every report, for the status series);
 //! - every alert expression evaluates without error, and `/api/v1/rules` reports every rule (alert
 //!   and recording) healthy with no `lastError`; every `alert:` and `record:` of the rule files
 //!   is among the loaded rules.
@@ -56,6 +62,25 @@ use tokio::process::{Child, Command};
 
 /// The scrape job name the alerts expect (Office365ExporterAbsent matches it).
 const JOB: &str = "office365-activations";
+
+/// The reports the demo fetches (the `report` label values of its status series): all three.
+const DEMO_REPORTS: &[&str] = &["user_counts", "activation_counts", "user_detail"];
+
+/// The report gauges of the activation_counts and user_detail reports. The fake Graph has no
+/// public function for their past values, so the history repeats the demo's values of its first
+/// complete scrape: the `offset 7d` rules over them then have something to compare with.
+const SNAPSHOT_FAMILIES: &[&str] = &[
+    "office365_activations_activated_devices",
+    "office365_activations_detail_users",
+    "office365_activations_users_by_activated_computers",
+    "office365_activations_users_at_install_limit",
+    "office365_activations_users_shared_computer_activated",
+    "office365_activations_users_inactive",
+    "office365_activations_users_never_activated",
+];
+
+/// Longest wait for the demo to have refreshed every report of every tenant once.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The second exporter's tenant, whose report requests are all throttled.
 const THROTTLED_TENANT: &str = "northwind";
@@ -121,6 +146,137 @@ async fn start_throttled_exporter(dir: &Path) -> (FakeGraph, Child, String) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// The demo's exposition
+
+/// One sample of a text exposition.
+#[derive(Clone, Debug, PartialEq)]
+struct Sample {
+    /// The metric name.
+    name: String,
+    /// The labels, in the exposition's order.
+    labels: Vec<(String, String)>,
+    /// The value.
+    value: f64,
+}
+
+impl Sample {
+    /// The value of label `name`, if the sample has it.
+    fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(label, _)| label == name)
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// The samples of a Prometheus text exposition (comments and blank lines skipped; a timestamp
+/// after the value is ignored). A line it cannot read is an error naming it.
+fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
+    let mut samples = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let bad = || format!("cannot read the sample line {line:?}");
+        let name_end = line.find(['{', ' ']).ok_or_else(bad)?;
+        let name = line[..name_end].to_owned();
+        let mut labels = Vec::new();
+        let mut rest = &line[name_end..];
+        if let Some(inner) = rest.strip_prefix('{') {
+            let mut chars = inner.char_indices().peekable();
+            let mut end = None;
+            loop {
+                while chars
+                    .next_if(|(_, c)| *c == ',' || c.is_whitespace())
+                    .is_some()
+                {}
+                match chars.peek() {
+                    Some((i, '}')) => {
+                        end = Some(*i);
+                        break;
+                    }
+                    None => break,
+                    _ => {}
+                }
+                let label: String = chars
+                    .by_ref()
+                    .map(|(_, c)| c)
+                    .take_while(|c| *c != '=')
+                    .collect();
+                if chars.next().map(|(_, c)| c) != Some('"') {
+                    return Err(bad());
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next().map(|(_, c)| c) {
+                        Some('\\') => match chars.next().map(|(_, c)| c) {
+                            Some('n') => value.push('\n'),
+                            Some(c) => value.push(c),
+                            None => return Err(bad()),
+                        },
+                        Some('"') => break,
+                        Some(c) => value.push(c),
+                        None => return Err(bad()),
+                    }
+                }
+                labels.push((label.trim().to_owned(), value));
+            }
+            rest = &inner[end.ok_or_else(bad)? + 1..];
+        }
+        let value = rest
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(bad)?;
+        samples.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    Ok(samples)
+}
+
+/// The demo exporter's samples once every report of every tenant has been refreshed: every
+/// `office365_activations_up` 1 and every report refresh timestamp above 0 (it refreshes on
+/// the first scrape, in the background).
+async fn demo_snapshot(address: &str) -> Vec<Sample> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + SNAPSHOT_TIMEOUT;
+    let mut last = String::from("never scraped");
+    while Instant::now() < deadline {
+        let scraped = match client.get(format!("http://{address}/metrics")).send().await {
+            Ok(response) => response.text().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match scraped.and_then(|text| parse_exposition(&text)) {
+            Ok(samples) => {
+                let of = |name: &str| -> Vec<f64> {
+                    samples
+                        .iter()
+                        .filter(|s| s.name == name)
+                        .map(|s| s.value)
+                        .collect()
+                };
+                let up = of("office365_activations_up");
+                let dates = of("office365_activations_report_refresh_timestamp_seconds");
+                if !up.is_empty()
+                    && up.iter().all(|v| *v == 1.0)
+                    && !dates.is_empty()
+                    && dates.iter().all(|v| *v > 0.0)
+                {
+                    return samples;
+                }
+                last = format!("up {up:?}, report refresh timestamps {dates:?}");
+            }
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("the demo exporter did not refresh every report within {SNAPSHOT_TIMEOUT:?}: {last}");
+}
+
+// ------------------------------------------------------------------------------------------------
 // History: 8 days of the demo's report gauges, as Prometheus would have scraped them
 
 /// Escapes a label value for the exposition formats.
@@ -142,8 +298,12 @@ fn midnight(date: NaiveDate) -> i64 {
 /// the sample times: hourly from 8 days ago to 3 hours ago (older than the head block, as
 /// backfilling requires), and every minute for 20 minutes either side of exactly 7 days ago, so
 /// that `offset 7d` finds a sample within the 5-minute lookback for the whole run of the test.
+///
+/// `snapshot` is the demo's exposition now ([`demo_snapshot`]): its status series say which
+/// reports each tenant has (the history's status series get the same `report` labels, dated as
+/// the user_counts report), and its [`SNAPSHOT_FAMILIES`] samples are repeated at every time.
 /// Returns the text and its number of samples.
-fn demo_history(instance: &str, now: u64) -> (String, usize) {
+fn demo_history(instance: &str, now: u64, snapshot: &[Sample]) -> (String, usize) {
     const DAY: u64 = 86_400;
     let mut times = BTreeSet::new();
     let mut t = now - 8 * DAY;
@@ -213,6 +373,20 @@ fn demo_history(instance: &str, now: u64) -> (String, usize) {
             }
         }
     }
+    // The status series, per report the snapshot shows for the tenant (none: an exporter
+    // without the report label).
+    let tenant_reports = |tenant: &str| -> Vec<Option<String>> {
+        let reports: BTreeSet<Option<String>> = snapshot
+            .iter()
+            .filter(|s| s.name == "office365_activations_up" && s.label("tenant") == Some(tenant))
+            .map(|s| s.label("report").map(str::to_owned))
+            .collect();
+        if reports.is_empty() {
+            vec![None]
+        } else {
+            reports.into_iter().collect()
+        }
+    };
     type TenantColumn = fn(&TenantReport) -> i64;
     let tenant_families: [(&str, TenantColumn); 2] = [
         (
@@ -224,8 +398,50 @@ fn demo_history(instance: &str, now: u64) -> (String, usize) {
     for (family, value) in tenant_families {
         writeln!(out, "# TYPE {family} gauge").unwrap();
         for (i, (tenant, ..)) in DEMO_TENANTS.iter().enumerate() {
-            for (t, r) in &reports {
-                writeln!(out, "{family}{{{}}} {} {t}", labels(tenant), value(&r[i])).unwrap();
+            for report in tenant_reports(tenant) {
+                let report = report
+                    .map(|r| format!(",report=\"{}\"", escape_label(&r)))
+                    .unwrap_or_default();
+                for (t, r) in &reports {
+                    writeln!(
+                        out,
+                        "{family}{{{}{report}}} {} {t}",
+                        labels(tenant),
+                        value(&r[i])
+                    )
+                    .unwrap();
+                    samples += 1;
+                }
+            }
+        }
+    }
+    // The activation_counts and user_detail gauges: the snapshot's values at every time.
+    let demo_tenants: BTreeSet<&str> = DEMO_TENANTS.iter().map(|t| t.0).collect();
+    for family in SNAPSHOT_FAMILIES {
+        let series: Vec<&Sample> = snapshot
+            .iter()
+            .filter(|s| s.name == *family)
+            .filter(|s| s.label("tenant").is_some_and(|t| demo_tenants.contains(t)))
+            .collect();
+        if series.is_empty() {
+            continue;
+        }
+        writeln!(out, "# TYPE {family} gauge").unwrap();
+        for sample in series {
+            let mut text = format!(
+                "job=\"{}\",instance=\"{}\"",
+                escape_label(JOB),
+                escape_label(instance)
+            );
+            for (label, value) in sample
+                .labels
+                .iter()
+                .filter(|(l, _)| l != "job" && l != "instance")
+            {
+                write!(text, ",{label}=\"{}\"", escape_label(value)).unwrap();
+            }
+            for t in &times {
+                writeln!(out, "{family}{{{text}}} {} {t}", sample.value).unwrap();
                 samples += 1;
             }
         }
@@ -674,6 +890,7 @@ fn expected_values(name: &str) -> Option<BTreeSet<String>> {
             .flat_map(|&seed| demo_products(seed, SystemTime::now()).1)
             .map(|p| p.product_type)
             .collect(),
+        "report" => DEMO_REPORTS.iter().map(|r| (*r).to_owned()).collect(),
         _ => return None,
     };
     Some(values.into_iter().collect())
@@ -904,22 +1121,137 @@ fn loaded_rules(data: &Value) -> Vec<[String; 6]> {
         .collect()
 }
 
-/// Runs every recording rule's expression and reads back the series it recorded; runs every
-/// alert expression (errors only: quiet alerts have no series).
-async fn check_rules(prometheus: &Prometheus, rules: &Value, findings: &mut Findings) {
-    let now = SystemTime::now();
-    let demo_tenants: BTreeSet<String> = DEMO_TENANTS.iter().map(|t| t.0.to_owned()).collect();
-    let demo_pairs: BTreeSet<(String, String)> = DEMO_TENANTS
-        .iter()
-        .zip(DEMO_SEEDS)
-        .flat_map(|(tenant, &seed)| {
-            demo_products(seed, now)
-                .1
-                .into_iter()
-                .map(|p| (tenant.0.to_owned(), p.product_type))
+/// The labels a recording rule's level keeps besides `job` (`tenant_product_type_platform` ->
+/// tenant, product_type, platform); `None` for a level that is no label list (the thresholds'
+/// `office365_activations`).
+fn level_labels(level: &str) -> Option<Vec<&'static str>> {
+    const LABELS: [&str; 6] = [
+        "tenant",
+        "report",
+        "product_type",
+        "platform",
+        "days",
+        "computers",
+    ];
+    let mut labels = Vec::new();
+    let mut rest = level;
+    while !rest.is_empty() {
+        let label = LABELS.into_iter().find(|label| {
+            rest.strip_prefix(label)
+                .is_some_and(|after| after.is_empty() || after.starts_with('_'))
+        })?;
+        labels.push(label);
+        rest = rest[label.len()..].trim_start_matches('_');
+    }
+    Some(labels)
+}
+
+/// What a recording rule must cover: the labels of its level, and a query over the demo
+/// exporter's (`demo`: its instance) raw series the rule derives from, whose combinations of
+/// those labels must all have a series of the rule. `Ok(None)` for rules that only need some data
+/// (the thresholds); `Err` for a rule this test does not know how to check (teach it).
+fn rule_coverage(name: &str, demo: &str) -> Result<Option<(Vec<&'static str>, String)>, String> {
+    let mut parts = name.split(':');
+    let (level, metric, operation) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next(),
+    );
+    let Some(labels) = level_labels(level) else {
+        return Ok(None);
+    };
+    let raw = |family: &str| format!("{family}{{job=\"{JOB}\",instance=\"{demo}\"}}");
+    let week_ago =
+        |family: &str| format!("{family}{{job=\"{JOB}\",instance=\"{demo}\"}} offset 7d");
+    let source = match (metric, operation) {
+        ("office365_activations_activation_ratio", None) => {
+            format!("{} > 0", raw("office365_activations_assigned_users"))
+        }
+        ("office365_activations_not_activated_users", None) => {
+            raw("office365_activations_assigned_users")
+        }
+        ("office365_activations_report_age_seconds", None) => format!(
+            "{} > 0",
+            raw("office365_activations_report_refresh_timestamp_seconds")
+        ),
+        (
+            "office365_activations_install_limit_ratio"
+            | "office365_activations_never_activated_ratio",
+            None,
+        ) => {
+            format!("{} > 0", raw("office365_activations_detail_users"))
+        }
+        ("office365_activations_inactive_ratio", None) => format!(
+            "{} and on (tenant, product_type) ({} > 0)",
+            raw("office365_activations_users_inactive"),
+            raw("office365_activations_detail_users")
+        ),
+        // changes against 7 days earlier: where the raw series has a value now and then ...
+        (_, Some("delta7d")) => format!("{} and {}", raw(metric), week_ago(metric)),
+        // ... a ratio only where it was above 0 then, but for the install limit, where 0 counts as 1
+        ("office365_activations_users_at_install_limit", Some("change_ratio7d")) => {
+            format!("{} and {}", raw(metric), week_ago(metric))
+        }
+        (_, Some("change_ratio7d")) => format!("{} and ({} > 0)", raw(metric), week_ago(metric)),
+        (_, Some("max" | "sum")) => raw(metric),
+        _ => {
+            return Err(format!(
+                "this test does not know which raw series {name} derives from: teach rule_coverage"
+            ))
+        }
+    };
+    Ok(Some((labels, source)))
+}
+
+/// The combinations of `labels` in a query's result.
+fn label_combinations(data: &Value, labels: &[&str]) -> BTreeSet<Vec<String>> {
+    data["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|series| {
+            labels
+                .iter()
+                .map(|label| series["metric"][*label].as_str().map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
         })
-        .collect();
-    let (mut records, mut alerts) = (0, 0);
+        .collect()
+}
+
+/// What of the demo a rule's source lacks: a demo tenant (and, for a level with `report`, a
+/// demo report of it) without any series. Empty when the source covers the whole demo.
+fn demo_gaps(labels: &[&str], combinations: &BTreeSet<Vec<String>>) -> Vec<String> {
+    let column = |label: &str| labels.iter().position(|l| *l == label);
+    let Some(tenant) = column("tenant") else {
+        return Vec::new();
+    };
+    let report = column("report");
+    let mut gaps = Vec::new();
+    for (demo_tenant, ..) in DEMO_TENANTS {
+        let of_tenant: Vec<&Vec<String>> = combinations
+            .iter()
+            .filter(|c| c[tenant] == *demo_tenant)
+            .collect();
+        match report {
+            None if of_tenant.is_empty() => gaps.push((*demo_tenant).to_owned()),
+            Some(report) => {
+                for demo_report in DEMO_REPORTS {
+                    if !of_tenant.iter().any(|c| c[report] == *demo_report) {
+                        gaps.push(format!("{demo_tenant}/{demo_report}"));
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    gaps
+}
+
+/// Runs every recording rule's expression and reads back the series it recorded, checking both
+/// against [`rule_coverage`]; runs every alert expression (errors only: quiet alerts have no
+/// series). `demo` is the demo exporter's instance.
+async fn check_rules(prometheus: &Prometheus, rules: &Value, demo: &str, findings: &mut Findings) {
+    let (mut records, mut alerts, mut sources) = (0, 0, 0);
     for [group, kind, name, query, ..] in loaded_rules(rules) {
         let at = format!("rule group {group}: {kind} {name}");
         if kind == "alerting" {
@@ -932,36 +1264,49 @@ async fn check_rules(prometheus: &Prometheus, rules: &Value, findings: &mut Find
             continue;
         }
         records += 1;
+        let expected = match rule_coverage(&name, demo) {
+            Err(e) => {
+                findings.failures.push(format!("{at}: {e}"));
+                continue;
+            }
+            Ok(None) => None,
+            Ok(Some((labels, source))) => {
+                sources += 1;
+                let complete = |data: &Value| {
+                    demo_gaps(&labels, &label_combinations(data, &labels)).is_empty()
+                };
+                match prometheus.query_settled(&source, complete).await {
+                    Err(e) => {
+                        findings
+                            .failures
+                            .push(format!("{at}: its source fails: {source}\n    {e}"));
+                        continue;
+                    }
+                    Ok(data) => {
+                        let combinations = label_combinations(&data, &labels);
+                        let gaps = demo_gaps(&labels, &combinations);
+                        if !gaps.is_empty() {
+                            findings.failures.push(format!(
+                                "{at}: the demo's raw series have nothing for {gaps:?}: {source}"
+                            ));
+                        }
+                        Some((labels, combinations))
+                    }
+                }
+            }
+        };
         for (what, expr) in [
             ("expression", query.clone()),
             ("recorded series", format!("{{__name__=\"{name}\"}}")),
         ] {
-            let level = name.split(':').next().unwrap_or("");
             let missing = |data: &Value| -> Vec<String> {
-                match level {
-                    "tenant_product_type" => {
-                        let got: BTreeSet<(String, String)> = data["result"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|s| {
-                                Some((
-                                    s["metric"]["tenant"].as_str()?.to_owned(),
-                                    s["metric"]["product_type"].as_str()?.to_owned(),
-                                ))
-                            })
-                            .collect();
-                        demo_pairs
-                            .difference(&got)
-                            .map(|(t, p)| format!("{t}/{p}"))
-                            .collect()
-                    }
-                    "tenant" => demo_tenants
-                        .difference(&label_set(data, "tenant"))
-                        .cloned()
+                match &expected {
+                    Some((labels, combinations)) => combinations
+                        .difference(&label_combinations(data, labels))
+                        .map(|c| c.join("/"))
                         .collect(),
-                    _ if has_data(data) => Vec::new(),
-                    _ => vec!["any series".to_owned()],
+                    None if has_data(data) => Vec::new(),
+                    None => vec!["any series".to_owned()],
                 }
             };
             let data = match prometheus
@@ -986,8 +1331,10 @@ async fn check_rules(prometheus: &Prometheus, rules: &Value, findings: &mut Find
         }
     }
     findings.counts.push((
-        format!("recording rules: {records} expressions + {records} recorded series"),
-        2 * records,
+        format!(
+            "recording rules: {records} expressions + {records} recorded series + {sources} sources"
+        ),
+        2 * records + sources,
     ));
     findings
         .counts
@@ -1083,7 +1430,8 @@ async fn every_dashboard_query_and_rule_has_data_in_a_real_prometheus() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let (history, samples) = demo_history(&demo_address, now);
+    let snapshot = demo_snapshot(&demo_address).await;
+    let (history, samples) = demo_history(&demo_address, now, &snapshot);
     backfill(&promtool, dir.path(), &data_dir, &history);
 
     let rules_dir = dir.path().join("rules");
@@ -1139,12 +1487,30 @@ async fn every_dashboard_query_and_rule_has_data_in_a_real_prometheus() {
     let ready = started.elapsed();
 
     let mut findings = Findings::default();
-    let backfilled = prometheus
-        .query("count(office365_activations_activated_users offset 7d)")
-        .await;
-    if !backfilled.as_ref().is_ok_and(has_data) {
+    // one family of each report's gauges, and the status series of every report
+    for query in [
+        "count(office365_activations_activated_users offset 7d)",
+        "count(office365_activations_activated_devices offset 7d)",
+        "count(office365_activations_users_at_install_limit offset 7d)",
+        "count by (report) (office365_activations_report_refresh_timestamp_seconds offset 7d)",
+    ] {
+        let backfilled = prometheus.query(query).await;
+        if !backfilled.as_ref().is_ok_and(has_data) {
+            findings.failures.push(format!(
+                "the backfilled history ({samples} samples) is not in Prometheus: {query}: \
+                 {backfilled:?}"
+            ));
+        }
+    }
+    let reports = prometheus
+        .query("count by (report) (office365_activations_up offset 7d)")
+        .await
+        .map(|data| label_set(&data, "report"));
+    let want: BTreeSet<String> = DEMO_REPORTS.iter().map(|r| (*r).to_owned()).collect();
+    if !reports.as_ref().is_ok_and(|got| got.is_superset(&want)) {
         findings.failures.push(format!(
-            "the backfilled history ({samples} samples) is not in Prometheus: {backfilled:?}"
+            "the backfilled status series lack reports: want {want:?}, got {reports:?} (does the \
+             demo enable every report?)"
         ));
     }
     for d in dashboards() {
@@ -1153,7 +1519,7 @@ async fn every_dashboard_query_and_rule_has_data_in_a_real_prometheus() {
         }
     }
     let rules = prometheus.get("/api/v1/rules", &[]).await.unwrap();
-    check_rules(&prometheus, &rules, &mut findings).await;
+    check_rules(&prometheus, &rules, &demo_address, &mut findings).await;
     // Health after the queries: more evaluations have run by now.
     let rules = prometheus.get("/api/v1/rules", &[]).await.unwrap();
     check_rule_health(&rules, &mut findings);
@@ -1217,10 +1583,52 @@ fn substitution_and_variable_helpers() {
         with_fast_interval("groups:\n  - name: g\n    interval: 1m\n    rules: []\n"),
         "groups:\n  - name: g\n    interval: 1s\n    rules: []\n"
     );
-    let (history, samples) = demo_history("127.0.0.1:1", 1_795_773_600);
+    let snapshot = parse_exposition(concat!(
+        "# HELP office365_activations_up ...\n",
+        "office365_activations_up{tenant=\"contoso\",report=\"user_counts\"} 1\n",
+        "office365_activations_up{tenant=\"contoso\",report=\"user_detail\"} 1\n",
+        "office365_activations_activated_devices{tenant=\"contoso\",product_type=\"VISIO \\\"2\\\"\",platform=\"mac\"} 7\n",
+        "office365_activations_activated_devices{tenant=\"northwind\",product_type=\"X\",platform=\"mac\"} 1\n",
+        "process_start_time_seconds 1.7e9 1795773600000\n",
+    ))
+    .unwrap();
+    assert_eq!(snapshot.len(), 5);
+    assert_eq!(snapshot[2].label("product_type"), Some("VISIO \"2\""));
+    assert_eq!(snapshot[4].value, 1.7e9);
+    assert!(parse_exposition("x{a=\"b} 1").is_err());
+    let (history, samples) = demo_history("127.0.0.1:1", 1_795_773_600, &snapshot);
     assert!(history.ends_with("# EOF\n"));
     assert_eq!(
         history.lines().filter(|l| !l.starts_with('#')).count(),
         samples
+    );
+    // contoso's status series per report; fabrikam (no report in the snapshot) unlabelled; the
+    // snapshot's device gauge of contoso, not northwind's
+    assert!(history.contains("tenant=\"contoso\",report=\"user_detail\"}"));
+    assert!(!history.contains("tenant=\"contoso\",report=\"activation_counts\"}"));
+    assert!(history.contains("office365_activations_up{job=\"office365-activations\",instance=\"127.0.0.1:1\",tenant=\"fabrikam\"} 1 "));
+    assert!(history.contains("office365_activations_activated_devices{job=\"office365-activations\",instance=\"127.0.0.1:1\",tenant=\"contoso\",product_type=\"VISIO \\\"2\\\"\",platform=\"mac\"} 7 "));
+    assert!(!history.contains("northwind"));
+    assert_eq!(
+        level_labels("tenant_product_type_platform"),
+        Some(vec!["tenant", "product_type", "platform"])
+    );
+    assert_eq!(
+        level_labels("tenant_report"),
+        Some(vec!["tenant", "report"])
+    );
+    assert_eq!(level_labels("office365_activations"), None);
+    assert!(rule_coverage("tenant_product_type:office365_activations_frobs", "d").is_err());
+    assert_eq!(
+        rule_coverage("office365_activations:alert_threshold:drop_fraction", "d"),
+        Ok(None)
+    );
+    assert_eq!(
+        demo_gaps(
+            &["tenant", "report"],
+            &BTreeSet::from([vec!["contoso".to_owned(), "user_counts".to_owned()]])
+        )
+        .len(),
+        2 * DEMO_REPORTS.len() - 1
     );
 }

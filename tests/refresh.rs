@@ -59,20 +59,37 @@ async fn scrape_serves_the_report_values() {
         .unwrap()
         .as_secs_f64();
     assert!((now - success).abs() < 600.0, "{success} vs {now}");
+    // Per tenant: the redirect latency counters and the last duration; the histograms are
+    // exporter-wide, by report.
     assert_eq!(
         m.get(
-            "office365_activations_redirect_latency_seconds_count",
-            &[("tenant", "contoso"), ("report", "user_counts")]
+            "office365_activations_tenant_redirect_latency_seconds_count",
+            &[("tenant", "contoso")]
         ),
         Some(1.0)
     );
-    assert_eq!(
-        m.get(
-            "office365_activations_refresh_duration_seconds_count",
+    assert!(m
+        .get(
+            "office365_activations_tenant_redirect_latency_seconds_sum",
+            &[("tenant", "contoso")]
+        )
+        .is_some_and(|s| s >= 0.0));
+    assert!(m
+        .get(
+            "office365_activations_last_refresh_duration_seconds",
             &[("tenant", "contoso"), ("report", "user_counts")]
-        ),
-        Some(1.0)
-    );
+        )
+        .is_some());
+    for histogram in [
+        "office365_activations_redirect_latency_seconds_count",
+        "office365_activations_refresh_duration_seconds_count",
+    ] {
+        assert_eq!(
+            m.get(histogram, &[("report", "user_counts")]),
+            Some(1.0),
+            "{histogram}"
+        );
+    }
     assert!(m
         .text
         .contains("office365_activations_exporter_build_info{revision="));

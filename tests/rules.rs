@@ -5,7 +5,10 @@
 //! - `promtool check config` on every example configuration `prometheus/prometheus*.yml`;
 //! - consistency: every alert has unit tests that see it fire AND stay quiet, every recording rule
 //!   is exercised by a test, every alert carries `for`, `severity`, `summary`, `description` and a
-//!   `runbook_url` whose anchor exists in `docs/runbook.md`.
+//!   `runbook_url` whose anchor exists in `docs/runbook.md`;
+//! - the `report` label: every rule over the tenant status series (which carry `report`:
+//!   user_counts, activation_counts, user_detail) keeps it in its `by (...)` / `on (...)` lists, or
+//!   selects one report with a literal matcher, so no alert or rule merges the reports.
 //!
 //! Files are found by listing the directories, so a new rule or test file is covered without
 //! editing this file.
@@ -295,6 +298,229 @@ fn every_recording_rule_is_exercised_by_a_unit_test() {
         untested.is_empty(),
         "recording rules not mentioned by any prometheus/tests/*.yml: {untested:?}"
     );
+}
+
+/// The exporter's tenant status series, which carry a `report` label (histograms by their base
+/// name), and the recording-rule level that keeps it.
+const STATUS_METRICS: &[&str] = &[
+    "office365_activations_up",
+    "office365_activations_last_refresh_success_timestamp_seconds",
+    "office365_activations_refreshes_total",
+    "office365_activations_fetch_errors_total",
+    "office365_activations_redirect_latency_seconds",
+    "office365_activations_refresh_duration_seconds",
+    "office365_activations_report_refresh_timestamp_seconds",
+];
+const STATUS_RULE_LEVEL: &str = "tenant_report:";
+
+/// Whether a metric name is one of the status series (or a histogram series of one).
+fn is_status_metric(name: &str) -> bool {
+    name.starts_with(STATUS_RULE_LEVEL)
+        || STATUS_METRICS.iter().any(|metric| {
+            name.strip_prefix(metric)
+                .is_some_and(|rest| matches!(rest, "" | "_bucket" | "_sum" | "_count"))
+        })
+}
+
+/// Problems with the `report` label in one PromQL expression: status series read without a
+/// literal `report` matcher and aggregated or joined `by`/`on` a label list without `report`, or
+/// with `report` in a `without`/`ignoring` list. (tests/dashboards.rs checks the dashboards the
+/// same way.)
+fn report_label_problems(expr: &str) -> Vec<String> {
+    let chars: Vec<char> = expr.chars().collect();
+    let skip_string = |i: &mut usize| {
+        let quote = chars[*i];
+        *i += 1;
+        while *i < chars.len() && chars[*i] != quote {
+            if chars[*i] == '\\' {
+                *i += 1;
+            }
+            *i += 1;
+        }
+        *i += 1;
+    };
+    let skip_space = |i: &mut usize| {
+        while *i < chars.len() && chars[*i].is_whitespace() {
+            *i += 1;
+        }
+    };
+    let mut unpinned = BTreeSet::new();
+    let mut lists: Vec<(String, Vec<String>)> = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            skip_string(&mut i);
+            continue;
+        }
+        if !(c.is_ascii_alphabetic() || c == '_') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < chars.len()
+            && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+        {
+            i += 1;
+        }
+        let word: String = chars[start..i].iter().collect();
+        let mut j = i;
+        skip_space(&mut j);
+        let opens = |ch: char| j < chars.len() && chars[j] == ch;
+        if matches!(word.as_str(), "by" | "on" | "without" | "ignoring") && opens('(') {
+            let close = chars[j..]
+                .iter()
+                .position(|&ch| ch == ')')
+                .map_or(chars.len(), |p| j + p);
+            let labels = chars[j + 1..close]
+                .iter()
+                .collect::<String>()
+                .split(',')
+                .map(|label| label.trim().to_string())
+                .filter(|label| !label.is_empty())
+                .collect();
+            lists.push((word, labels));
+            i = close;
+        } else if is_status_metric(&word) {
+            let mut pinned = false;
+            if opens('{') {
+                let mut k = j + 1;
+                while k < chars.len() && chars[k] != '}' {
+                    if chars[k] == '"' {
+                        skip_string(&mut k);
+                        continue;
+                    }
+                    let at_label = !(chars[k - 1].is_ascii_alphanumeric() || chars[k - 1] == '_');
+                    if at_label && chars[k..].iter().take(6).collect::<String>() == "report" {
+                        let mut m = k + "report".len();
+                        skip_space(&mut m);
+                        if chars.get(m) == Some(&'=') {
+                            m += 1;
+                            if chars.get(m) == Some(&'~') {
+                                m += 1;
+                            }
+                            skip_space(&mut m);
+                            if chars.get(m) == Some(&'"') {
+                                let value_start = m;
+                                skip_string(&mut m);
+                                pinned = !chars[value_start..m].contains(&'$');
+                            }
+                        }
+                    }
+                    k += 1;
+                }
+                i = k;
+            }
+            if !pinned {
+                unpinned.insert(word);
+            }
+        }
+    }
+    if unpinned.is_empty() {
+        return Vec::new();
+    }
+    let series = unpinned.into_iter().collect::<Vec<_>>().join(", ");
+    let mut problems = Vec::new();
+    for (keyword, labels) in lists {
+        let has_report = labels.iter().any(|l| l == "report");
+        match keyword.as_str() {
+            "by" | "on" if !labels.is_empty() && !has_report => problems.push(format!(
+                "aggregates or joins {series} {keyword} ({}) without `report`: the reports would be merged",
+                labels.join(", ")
+            )),
+            "without" | "ignoring" if has_report => {
+                problems.push(format!("drops `report` of {series} with {keyword} (...)"))
+            }
+            _ => {}
+        }
+    }
+    problems
+}
+
+/// (rule file, `alert` or `record` name, its `expr`) for every rule of the rule files.
+fn rule_expressions() -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for file in rule_files() {
+        let text = read(&file);
+        let mut items: Vec<(String, String)> = Vec::new();
+        for line in text.lines() {
+            let trimmed = line.trim_start();
+            if trimmed.starts_with("- alert:") || trimmed.starts_with("- record:") {
+                let rule = yaml_value(line, "alert")
+                    .or_else(|| yaml_value(line, "record"))
+                    .unwrap_or_default();
+                items.push((rule.to_string(), String::new()));
+            } else if trimmed.starts_with("- name:") {
+                items.push((String::new(), String::new()));
+            }
+            if let Some((_, body)) = items.last_mut() {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+        for (rule, body) in items.into_iter().filter(|(rule, _)| !rule.is_empty()) {
+            let expr = yaml_block(&body, "expr").unwrap_or_default();
+            let expr = expr
+                .trim_start_matches("expr:")
+                .trim_start()
+                .trim_start_matches(['|', '>', '-'])
+                .trim()
+                .to_string();
+            out.push((name(&file), rule, expr));
+        }
+    }
+    assert!(
+        !out.is_empty(),
+        "no rule expressions found in prometheus/rules/*.yml"
+    );
+    out
+}
+
+#[test]
+fn every_rule_over_status_series_keeps_the_report_label() {
+    let mut problems = Vec::new();
+    let mut status_rules = 0;
+    for (file, rule, expr) in rule_expressions() {
+        if STATUS_METRICS.iter().any(|m| expr.contains(m)) || expr.contains(STATUS_RULE_LEVEL) {
+            status_rules += 1;
+        }
+        for problem in report_label_problems(&expr) {
+            problems.push(format!("{rule} ({file}): {problem}\n    {expr}"));
+        }
+    }
+    assert!(
+        status_rules >= 6,
+        "only {status_rules} rules read status series: is the scan broken?"
+    );
+    assert!(
+        problems.is_empty(),
+        "rules that merge the reports of the status series:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn report_label_check_tells_kept_merged_and_pinned_reports_apart() {
+    let ok = |expr: &str| {
+        assert!(
+            report_label_problems(expr).is_empty(),
+            "{expr}: {:?}",
+            report_label_problems(expr)
+        )
+    };
+    let bad = |expr: &str| {
+        assert_eq!(report_label_problems(expr).len(), 1, "{expr}");
+    };
+    ok("sum by (job, tenant, report) (increase(office365_activations_fetch_errors_total{reason=\"throttled\"}[1h])) >= on () group_left () t");
+    ok("(time() - office365_activations_last_refresh_success_timestamp_seconds > on (report) group_left () 2 * t) or on (job, instance, tenant, report) (office365_activations_up == 0)");
+    ok("max by (job, tenant) (office365_activations_report_refresh_timestamp_seconds{report=~\"user_counts|\"} offset 7d)");
+    ok("max by (job, tenant) (office365_activations_activated_users)");
+    // the rules as they were before the report family
+    bad("time() - (max by (job, tenant) (office365_activations_report_refresh_timestamp_seconds) > 0)");
+    bad("sum by (job, tenant) (increase(office365_activations_fetch_errors_total{reason=\"throttled\"}[1h]))");
+    bad("time() - office365_activations_last_refresh_success_timestamp_seconds or on (job, instance, tenant) (office365_activations_up == 0)");
+    bad("tenant_report:office365_activations_report_age_seconds and ignoring (report) x");
+    bad("max by (tenant) (office365_activations_up{report=~\"$report\"})");
 }
 
 /// The `key:` line and its continuation lines (indented deeper, e.g. a `>-` block), joined.

@@ -180,6 +180,8 @@ impl Harness {
                 reloader: None,
                 web: Default::default(),
                 health_without_auth: false,
+                sd_address: "exporter.example:10036".into(),
+                shard: Default::default(),
             },
             async {
                 let _ = stopped.await;
