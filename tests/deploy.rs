@@ -151,61 +151,21 @@ const SCALE_OUT_FLAGS: [(&str, Option<&str>); 3] = [
 /// ordinal (Kubernetes 1.28 and later).
 const POD_INDEX_FIELD: &str = "metadata.labels['apps.kubernetes.io/pod-index']";
 
-/// Whether the binary has the scale-out flags, each reading the variable of SCALE_OUT_FLAGS
-/// (checked here). Some of them but not all fails.
-fn binary_has_scale_out_flags() -> bool {
+/// Asserts that the binary has the scale-out flags, each read from the variable of
+/// SCALE_OUT_FLAGS (the overlay sets the index through it).
+fn assert_binary_reads_scale_out_flags() {
     let command = Cli::command();
-    let found: Vec<bool> = SCALE_OUT_FLAGS
-        .iter()
-        .map(
-            |(long, env)| match command.get_arguments().find(|a| a.get_long() == Some(long)) {
-                None => false,
-                Some(argument) => {
-                    assert_eq!(
-                        argument.get_env().and_then(|e| e.to_str()),
-                        *env,
-                        "--{long}: the environment variable the binary reads it from"
-                    );
-                    true
-                }
-            },
-        )
-        .collect();
-    assert!(
-        found.iter().all(|f| *f) || found.iter().all(|f| !f),
-        "the binary has only some of the scale-out flags {SCALE_OUT_FLAGS:?}: {found:?}"
-    );
-    found[0]
-}
-
-/// [`assert_binary_accepts`] for a manifest's container args.
-///
-/// TRANSITIONAL: the scale-out flags are being added to the binary in parallel with the shards
-/// overlay. Until the binary has them, the args that use them are left out of the parse (the
-/// shards tests still check their names, values and `--flag=value` form); once it has them,
-/// everything is parsed. Delete the fallback when src/config.rs has the flags.
-fn assert_binary_accepts_manifest(args: &[String], context: &str) {
-    if binary_has_scale_out_flags() {
-        return assert_binary_accepts(args, context);
-    }
-    let rest: Vec<String> = args
-        .iter()
-        .filter(|arg| {
-            !SCALE_OUT_FLAGS
-                .iter()
-                .any(|(long, _)| arg.starts_with(&format!("--{long}=")))
-        })
-        .cloned()
-        .collect();
-    if rest.len() != args.len() {
-        eprintln!(
-            "{context}: the binary has no scale-out flags yet: {:?} checked by name only",
-            args.iter()
-                .filter(|a| !rest.contains(a))
-                .collect::<Vec<_>>()
+    for (long, env) in SCALE_OUT_FLAGS {
+        let argument = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .unwrap_or_else(|| panic!("the binary has no --{long}"));
+        assert_eq!(
+            argument.get_env().and_then(|e| e.to_str()),
+            env,
+            "--{long}: the environment variable the binary reads it from"
         );
     }
-    assert_binary_accepts(&rest, context);
 }
 
 /// The value of `--long=value` in `args` (the manifests always join flag and value).
@@ -848,7 +808,7 @@ fn workload_is_locked_down_with_probes_resources_and_one_replica_per_shard() {
         );
 
         let args = container_args(rendered, container, 0);
-        assert_binary_accepts_manifest(&args, &format!("{name} {kind}"));
+        assert_binary_accepts(&args, &format!("{name} {kind}"));
         assert_eq!(
             args.iter().any(|a| a == "--demo"),
             name == "demo",
@@ -1110,8 +1070,7 @@ fn shards_overlay_runs_one_pod_per_shard_with_the_index_from_the_pod_index_label
         named(SCALE_OUT_FLAGS[1].1.unwrap()).is_empty(),
         "the count is the --shard.count flag, next to nothing else that sets it"
     );
-    // (binary_has_scale_out_flags checks that the binary reads the index from that variable.)
-    binary_has_scale_out_flags();
+    assert_binary_reads_scale_out_flags();
 
     assert_eq!(
         str_at(set, "spec.podManagementPolicy"),
