@@ -9,7 +9,11 @@
 //!   capabilities, seccomp, no service-account token but for workload identity); probes,
 //!   resources, one replica; the container args are flags the binary accepts; Service,
 //!   ServiceMonitor and the alerts' job name agree; the PrometheusRule equals
-//!   prometheus/rules/*.yml and its generator reproduces it.
+//!   prometheus/rules/*.yml and its generator reproduces it. The shards overlay: a StatefulSet
+//!   whose pod template is the base Deployment's (same hardening), `--shard.count` equal to its
+//!   replicas, the shard index from the pod-index label, `--web.sd-address` the pod's stable name
+//!   through the headless Service, a ScrapeConfig with one /sd per shard and the relabelling of
+//!   the /sd + /probe pattern, a ServiceMonitor that keeps only the exporter's own series.
 //! - packaging/systemd: `systemd-analyze verify` (any warning fails), `systemd-analyze security`
 //!   under a threshold, and a parse of our own (the hardening directives, the environment file).
 //!
@@ -31,7 +35,7 @@ use serde::Deserialize;
 use serde_yaml_ng::Value;
 
 /// Every overlay in deploy/kubernetes/overlays, and what it is for.
-const OVERLAYS: [&str; 3] = ["secret", "workload-identity", "demo"];
+const OVERLAYS: [&str; 4] = ["secret", "workload-identity", "demo", "shards"];
 const BINARY_PATH: &str = "/usr/local/bin/office365-activations-exporter";
 const UNIT: &str = "packaging/systemd/office365-activations-exporter.service";
 const ENV_FILE: &str = "packaging/systemd/office365-activations-exporter.env";
@@ -132,6 +136,51 @@ fn assert_binary_accepts(args: &[String], context: &str) {
     if let Err(error) = Cli::try_parse_from(argv) {
         panic!("{context}: the binary rejects the arguments {args:?}:\n{error}");
     }
+}
+
+/// The scale-out flags (issue 10) that the shards overlay uses, as an argument or through its
+/// environment variable, each with the variable the binary reads it from (README "Many tenants:
+/// shards and per-tenant targets").
+const SCALE_OUT_FLAGS: [(&str, Option<&str>); 3] = [
+    ("shard.index", Some("OFFICE365_EXPORTER_SHARD_INDEX")),
+    ("shard.count", Some("OFFICE365_EXPORTER_SHARD_COUNT")),
+    ("web.sd-address", None),
+];
+
+/// The downward API field of the pod label that the StatefulSet controller sets to the pod's
+/// ordinal (Kubernetes 1.28 and later).
+const POD_INDEX_FIELD: &str = "metadata.labels['apps.kubernetes.io/pod-index']";
+
+/// Asserts that the binary has the scale-out flags, each read from the variable of
+/// SCALE_OUT_FLAGS (the overlay sets the index through it).
+fn assert_binary_reads_scale_out_flags() {
+    let command = Cli::command();
+    for (long, env) in SCALE_OUT_FLAGS {
+        let argument = command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .unwrap_or_else(|| panic!("the binary has no --{long}"));
+        assert_eq!(
+            argument.get_env().and_then(|e| e.to_str()),
+            env,
+            "--{long}: the environment variable the binary reads it from"
+        );
+    }
+}
+
+/// The value of `--long=value` in `args` (the manifests always join flag and value).
+fn flag_value<'a>(args: &'a [String], long: &str) -> Option<&'a str> {
+    let prefix = format!("--{long}=");
+    let values: Vec<&str> = args
+        .iter()
+        .filter_map(|a| a.strip_prefix(prefix.as_str()))
+        .collect();
+    assert!(values.len() <= 1, "--{long} given more than once: {args:?}");
+    assert!(
+        !args.iter().any(|a| *a == format!("--{long}")),
+        "--{long} VALUE as two args: write --{long}=VALUE"
+    );
+    values.first().copied()
 }
 
 fn get<'a>(value: &'a Value, path: &str) -> &'a Value {
@@ -436,6 +485,28 @@ struct Rendered {
 }
 
 impl Rendered {
+    /// The one workload: the Deployment (base and most overlays) or the StatefulSet (shards).
+    fn workload(&self) -> &Value {
+        let found: Vec<&Value> = self
+            .documents
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d.get("kind").and_then(Value::as_str),
+                    Some("Deployment" | "StatefulSet")
+                )
+            })
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "{}: expected one Deployment or StatefulSet, found {}",
+            self.name,
+            found.len()
+        );
+        found[0]
+    }
+
     fn one(&self, kind: &str) -> &Value {
         let found: Vec<&Value> = self
             .documents
@@ -504,6 +575,75 @@ fn overlay(name: &str) -> &'static Rendered {
     rendered().iter().find(|r| r.name == name).unwrap()
 }
 
+/// The container's args as the kubelet hands them to the workload's pod with ordinal `index`:
+/// every `$(VAR)` replaced by the container's variable VAR, a literal `value` or one of the
+/// downward API fields the manifests use (the pod's name, namespace and pod-index label). Any
+/// other reference fails: Kubernetes leaves an undefined one as it is (a silent bug), and a
+/// secret in the args would show in `ps`.
+fn container_args(rendered: &Rendered, container: &Value, index: u64) -> Vec<String> {
+    let workload = rendered.workload();
+    let pod_name = format!("{}-{index}", str_at(workload, "metadata.name"));
+    let namespace = get(workload, "metadata")
+        .get("namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let env = container
+        .get("env")
+        .and_then(Value::as_sequence)
+        .cloned()
+        .unwrap_or_default();
+    let resolve = |variable: &str| -> String {
+        let entry = env
+            .iter()
+            .find(|e| str_at(e, "name") == variable)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: the args use $({variable}), which the container does not define",
+                    rendered.name
+                )
+            });
+        if let Some(value) = entry.get("value") {
+            return value.as_str().unwrap().to_owned();
+        }
+        let field = entry
+            .get("valueFrom")
+            .and_then(|v| v.get("fieldRef"))
+            .and_then(|f| f.get("fieldPath"))
+            .and_then(Value::as_str);
+        match field {
+            Some("metadata.name") => pod_name.clone(),
+            Some("metadata.namespace") => namespace.to_owned(),
+            Some(POD_INDEX_FIELD) => index.to_string(),
+            _ => panic!(
+                "{}: $({variable}) in the args comes from {:?}: only literal values and the \
+                 pod's name, namespace and index belong in the args",
+                rendered.name,
+                entry.get("valueFrom")
+            ),
+        }
+    };
+    get(container, "args")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            let mut rest = a.as_str().unwrap();
+            let mut arg = String::new();
+            while let Some(start) = rest.find("$(") {
+                let end = rest[start..]
+                    .find(')')
+                    .map(|e| start + e)
+                    .unwrap_or_else(|| panic!("{}: unclosed $( in {a:?}", rendered.name));
+                arg.push_str(&rest[..start]);
+                arg.push_str(&resolve(&rest[start + 2..end]));
+                rest = &rest[end + 1..];
+            }
+            arg.push_str(rest);
+            arg
+        })
+        .collect()
+}
+
 #[test]
 fn kustomize_renders_every_overlay_and_kubernetes_validate_accepts_it() {
     let validate = pip_tool("kubernetes-validate");
@@ -518,8 +658,8 @@ fn kustomize_renders_every_overlay_and_kubernetes_validate_accepts_it() {
             "kubernetes-validate --strict {}:\n{report}",
             rendered.name
         );
-        // Every resource either passed its schema, or is one of the two Prometheus Operator
-        // kinds that kubernetes-validate has no schema for (checked by the tests below).
+        // Every resource either passed its schema, or is one of the Prometheus Operator kinds
+        // that kubernetes-validate has no schema for (checked by the tests below).
         let mut unchecked = Vec::new();
         for document in &rendered.documents {
             let kind = str_at(document, "kind");
@@ -530,7 +670,7 @@ fn kustomize_renders_every_overlay_and_kubernetes_validate_accepts_it() {
                 str_at(document, "apiVersion")
             );
             match kind {
-                "ServiceMonitor" | "PrometheusRule" => {
+                "ServiceMonitor" | "PrometheusRule" | "ScrapeConfig" => {
                     assert!(
                         report.contains(&no_schema),
                         "{}: {kind}: {report}",
@@ -556,15 +696,23 @@ fn kustomize_renders_every_overlay_and_kubernetes_validate_accepts_it() {
 }
 
 #[test]
-fn deployment_is_locked_down_with_probes_resources_and_one_replica() {
+fn workload_is_locked_down_with_probes_resources_and_one_replica_per_shard() {
     for rendered in rendered() {
         let name = rendered.name;
-        let deployment = rendered.one("Deployment");
+        let deployment = rendered.workload();
+        let kind = str_at(deployment, "kind");
         assert_eq!(
-            get(deployment, "spec.replicas").as_u64(),
-            Some(1),
-            "{name}: one replica"
+            kind == "StatefulSet",
+            name == "shards",
+            "{name}: a {kind}; the StatefulSet is for the shards overlay only"
         );
+        if kind == "Deployment" {
+            assert_eq!(
+                get(deployment, "spec.replicas").as_u64(),
+                Some(1),
+                "{name}: one replica"
+            );
+        } // The StatefulSet: one pod per shard (shards_overlay_runs_one_pod_per_shard_...).
         let pod = get(deployment, "spec.template.spec");
         let workload_identity = name == "workload-identity";
         assert_eq!(
@@ -659,13 +807,8 @@ fn deployment_is_locked_down_with_probes_resources_and_one_replica() {
             "{name}: the image tag is Cargo.toml's version"
         );
 
-        let args: Vec<String> = get(container, "args")
-            .as_sequence()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_owned())
-            .collect();
-        assert_binary_accepts(&args, &format!("{name} Deployment"));
+        let args = container_args(rendered, container, 0);
+        assert_binary_accepts(&args, &format!("{name} {kind}"));
         assert_eq!(
             args.iter().any(|a| a == "--demo"),
             name == "demo",
@@ -796,7 +939,7 @@ fn service_servicemonitor_and_the_alerts_job_name_agree() {
     for rendered in rendered() {
         let name = rendered.name;
         let service = rendered.one("Service");
-        let pod_labels = get(rendered.one("Deployment"), "spec.template.metadata.labels");
+        let pod_labels = get(rendered.workload(), "spec.template.metadata.labels");
         for (key, value) in get(service, "spec.selector").as_mapping().unwrap() {
             assert_eq!(
                 pod_labels.get(key),
@@ -848,6 +991,317 @@ fn service_servicemonitor_and_the_alerts_job_name_agree() {
                  ServiceMonitor's jobLabel), but the rules match job=\"{expected}\""
             );
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes: the shards overlay
+
+/// The shards overlay's StatefulSet, its replicas and its (one) container.
+fn shards() -> (&'static Rendered, &'static Value, u64, &'static Value) {
+    let shards = overlay("shards");
+    let set = shards.one("StatefulSet");
+    let replicas = get(set, "spec.replicas")
+        .as_u64()
+        .expect("the StatefulSet's replicas");
+    (
+        shards,
+        set,
+        replicas,
+        get(set, "spec.template.spec.containers.0"),
+    )
+}
+
+/// The address shard `index` advertises in /sd: its pod's stable name through the headless
+/// Service.
+fn shard_address(index: u64) -> String {
+    let (shards, set, _, _) = shards();
+    format!(
+        "{}-{index}.{}.{}.svc:{}",
+        str_at(set, "metadata.name"),
+        str_at(shards.one("Service"), "metadata.name"),
+        str_at(set, "metadata.namespace"),
+        default_port()
+    )
+}
+
+#[test]
+fn shards_overlay_runs_one_pod_per_shard_with_the_index_from_the_pod_index_label() {
+    let (shards, set, replicas, container) = shards();
+    assert!(replicas >= 2, "the example runs several shards: {replicas}");
+    let args = container_args(shards, container, 0);
+    let count: u64 = flag_value(&args, "shard.count")
+        .expect("--shard.count=N in the StatefulSet's args")
+        .parse()
+        .expect("--shard.count is a number");
+    assert_eq!(
+        count, replicas,
+        "--shard.count must equal the StatefulSet's replicas: with fewer pods some tenants have no \
+         shard, with more some shards have no tenant (change both together)"
+    );
+    assert_eq!(
+        flag_value(&args, "shard.index"),
+        None,
+        "every pod has the same args: the index comes from the pod, through \
+         OFFICE365_EXPORTER_SHARD_INDEX"
+    );
+
+    // The index: the pod's ordinal, from the label the StatefulSet controller sets.
+    let env = get(container, "env").as_sequence().unwrap();
+    let named = |variable: &str| -> Vec<&Value> {
+        env.iter()
+            .filter(|e| str_at(e, "name") == variable)
+            .collect()
+    };
+    let (_, index_variable) = SCALE_OUT_FLAGS[0];
+    let index_variable = index_variable.unwrap();
+    let index = named(index_variable);
+    assert_eq!(
+        index.len(),
+        1,
+        "one {index_variable} in the container's env"
+    );
+    assert_eq!(
+        str_at(index[0], "valueFrom.fieldRef.fieldPath"),
+        POD_INDEX_FIELD,
+        "{index_variable}: the pod's apps.kubernetes.io/pod-index label"
+    );
+    assert!(
+        named(SCALE_OUT_FLAGS[1].1.unwrap()).is_empty(),
+        "the count is the --shard.count flag, next to nothing else that sets it"
+    );
+    assert_binary_reads_scale_out_flags();
+
+    assert_eq!(
+        str_at(set, "spec.podManagementPolicy"),
+        "Parallel",
+        "the shards are independent: started and replaced together"
+    );
+    let service = shards.one("Service");
+    assert_eq!(
+        str_at(set, "spec.serviceName"),
+        str_at(service, "metadata.name"),
+        "the StatefulSet's serviceName is the Service that gives its pods their names"
+    );
+    assert_eq!(
+        str_at(service, "spec.clusterIP"),
+        "None",
+        "a headless Service: one DNS name per pod"
+    );
+    // What /sd advertises: the pod's own stable name, so /probe reaches the shard that owns
+    // the tenant.
+    for index in 0..replicas {
+        assert_eq!(
+            flag_value(&container_args(shards, container, index), "web.sd-address"),
+            Some(shard_address(index).as_str()),
+            "--web.sd-address of pod {index}"
+        );
+    }
+}
+
+#[test]
+fn shards_statefulset_has_the_pod_template_of_the_base_deployment() {
+    // Everything but what a shard needs in addition (its args, environment, mounts, memory and
+    // the fsGroup of its secret files) is the base Deployment's: the same hardening and probes.
+    let strip = |template: &Value| -> Value {
+        let mut template = template.clone();
+        let pod = template
+            .get_mut("spec")
+            .and_then(Value::as_mapping_mut)
+            .unwrap();
+        pod.remove("volumes");
+        if let Some(security) = pod
+            .get_mut("securityContext")
+            .and_then(Value::as_mapping_mut)
+        {
+            security.remove("fsGroup");
+        }
+        let container = pod
+            .get_mut("containers")
+            .and_then(|c| c.get_mut(0))
+            .and_then(Value::as_mapping_mut)
+            .unwrap();
+        for key in ["args", "env", "volumeMounts", "resources"] {
+            container.remove(key);
+        }
+        template
+    };
+    let base = overlay("base");
+    let base_template = get(base.workload(), "spec.template");
+    let (shards, set, _, container) = shards();
+    let (expected, actual) = (strip(base_template), strip(get(set, "spec.template")));
+    assert!(
+        expected == actual,
+        "the StatefulSet's pod template differs from the base Deployment's beyond args, env, \
+         volumeMounts, resources, volumes and fsGroup.\nbase:\n{}\nshards:\n{}",
+        dump(&expected),
+        dump(&actual)
+    );
+    // And it keeps the base's args.
+    let base_args = container_args(base, get(base_template, "spec.containers.0"), 0);
+    let args = container_args(shards, container, 0);
+    for arg in &base_args {
+        assert!(args.contains(arg), "shards: the base's {arg} is missing");
+    }
+}
+
+#[test]
+fn shards_overlay_mounts_the_tenant_list_and_one_secret_file_per_tenant() {
+    let (shards, set, replicas, container) = shards();
+    let pod = get(set, "spec.template.spec");
+    let args = container_args(shards, container, 0);
+    let config_file = flag_value(&args, "config.file").expect("--config.file=");
+    let (config_dir, config_key) = config_file.rsplit_once('/').unwrap();
+    let mounts = get(container, "volumeMounts").as_sequence().unwrap();
+    let volumes = get(pod, "volumes").as_sequence().unwrap();
+    let volume_at = |directory: &str| -> &Value {
+        let mount = mounts
+            .iter()
+            .find(|m| str_at(m, "mountPath") == directory)
+            .unwrap_or_else(|| panic!("nothing mounted at {directory}"));
+        assert_eq!(get(mount, "readOnly").as_bool(), Some(true), "{directory}");
+        assert!(
+            mount.get("subPath").is_none(),
+            "{directory}: a subPath mount is never updated"
+        );
+        volumes
+            .iter()
+            .find(|v| str_at(v, "name") == str_at(mount, "name"))
+            .unwrap()
+    };
+
+    let config_map_name = str_at(volume_at(config_dir), "configMap.name");
+    let config_map = shards
+        .documents
+        .iter()
+        .find(|d| str_at(d, "kind") == "ConfigMap" && str_at(d, "metadata.name") == config_map_name)
+        .unwrap_or_else(|| panic!("no ConfigMap {config_map_name}"));
+    let config: Value = serde_yaml_ng::from_str(
+        get(config_map, "data")
+            .get(config_key)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("the ConfigMap has no key {config_key}")),
+    )
+    .expect("config.yml is YAML");
+    let tenants = get(&config, "tenants").as_sequence().unwrap();
+    assert!(
+        tenants.len() as u64 >= replicas,
+        "the example has a tenant per shard at least"
+    );
+
+    let secret_files: Vec<&str> = tenants
+        .iter()
+        .map(|t| str_at(t, "client_secret_file"))
+        .collect();
+    let secret_dir = secret_files[0].rsplit_once('/').unwrap().0;
+    for (tenant, file) in tenants.iter().zip(&secret_files) {
+        assert_eq!(
+            *file,
+            format!("{secret_dir}/{}", str_at(tenant, "name")),
+            "each tenant's secret file is named after the tenant, in one directory"
+        );
+    }
+    let secrets = volume_at(secret_dir);
+    assert_eq!(
+        str_at(secrets, "secret.secretName"),
+        "office365-activations-exporter-tenants"
+    );
+    assert!(
+        secrets.get("secret").unwrap().get("items").is_none(),
+        "every key of the Secret is a file: no `items` list to keep in step with the tenants"
+    );
+    assert_eq!(get(secrets, "secret.defaultMode").as_u64(), Some(0o440));
+    assert_eq!(get(pod, "securityContext.fsGroup").as_u64(), Some(65532));
+}
+
+#[test]
+fn shards_overlay_scrapes_every_tenant_through_sd_and_probe() {
+    let (shards, _, replicas, _) = shards();
+    let scrape = shards.one("ScrapeConfig");
+    assert_eq!(
+        str_at(scrape, "apiVersion"),
+        "monitoring.coreos.com/v1alpha1"
+    );
+    // One /sd per shard, each on the address that shard advertises.
+    let urls: Vec<&str> = get(scrape, "spec.httpSDConfigs")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| str_at(c, "url"))
+        .collect();
+    let expected: Vec<String> = (0..replicas)
+        .map(|index| format!("http://{}/sd", shard_address(index)))
+        .collect();
+    assert_eq!(
+        urls, expected,
+        "httpSDConfigs: one /sd URL per shard (replicas), on the pod names in the rendered \
+         namespace"
+    );
+    assert_eq!(str_at(scrape, "spec.metricsPath"), "/probe");
+    for expected in jobs_in_rules() {
+        assert_eq!(
+            str_at(scrape, "spec.jobName"),
+            expected,
+            "the rules match job=\"{expected}\""
+        );
+    }
+    let interval = humantime::parse_duration(str_at(scrape, "spec.scrapeInterval")).unwrap();
+    let timeout = humantime::parse_duration(str_at(scrape, "spec.scrapeTimeout")).unwrap();
+    assert!(timeout < interval && timeout >= Duration::from_secs(10));
+    // The relabelling of the /sd + /probe pattern (README), and __tmp_hash for the operator's
+    // `shards` (else it hashes __address__, by then the exporter shard of every tenant).
+    let expected: Value = serde_yaml_ng::from_str(
+        "- sourceLabels: [__address__]\n  targetLabel: __param_target\n\
+         - sourceLabels: [__param_target]\n  targetLabel: instance\n\
+         - sourceLabels: [__meta_office365_exporter]\n  targetLabel: __address__\n\
+         - sourceLabels: [__param_target]\n  targetLabel: __tmp_hash\n",
+    )
+    .unwrap();
+    assert_eq!(
+        get(scrape, "spec.relabelings"),
+        &expected,
+        "ScrapeConfig relabelings:\n{}",
+        dump(get(scrape, "spec.relabelings"))
+    );
+
+    // The ServiceMonitor still scrapes each shard's /metrics, for the exporter's own series
+    // only: the tenants' series come once, through /probe.
+    let endpoint = get(shards.one("ServiceMonitor"), "spec.endpoints.0");
+    let relabelings = get(endpoint, "metricRelabelings").as_sequence().unwrap();
+    assert_eq!(relabelings.len(), 1);
+    assert_eq!(str_at(&relabelings[0], "action"), "keep");
+    assert_eq!(
+        get(&relabelings[0], "sourceLabels"),
+        &Value::Sequence(vec![Value::from("__name__")])
+    );
+    // Prometheus anchors the regex; each alternative is a `prefix.*`.
+    let prefixes: Vec<&str> = str_at(&relabelings[0], "regex")
+        .split('|')
+        .map(|alternative| {
+            alternative
+                .strip_suffix(".*")
+                .filter(|p| !p.contains(['.', '*', '(', '[', '+', '?']))
+                .unwrap_or_else(|| panic!("not a `prefix.*`: {alternative}"))
+        })
+        .collect();
+    let kept = |name: &str| prefixes.iter().any(|p| name.starts_with(p));
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "office365_activations_exporter_build_info",
+    ] {
+        assert!(kept(name), "the ServiceMonitor drops {name}");
+    }
+    for name in [
+        "office365_activations_activated_users",
+        "office365_activations_up",
+        "office365_activations_fetch_errors_total",
+        "office365_activations_refresh_duration_seconds_bucket",
+    ] {
+        assert!(
+            !kept(name),
+            "the ServiceMonitor keeps {name}: the tenants' series would come twice"
+        );
     }
 }
 
