@@ -62,6 +62,7 @@ fn demo_tenants(fake: &FakeGraph, config: &Config) -> Result<Vec<TenantConfig>, 
     let graph_endpoint = Url::parse(&fake.graph_endpoint()).map_err(|e| e.to_string())?;
     Ok(DEMO_TENANTS
         .iter()
+        .filter(|(name, ..)| config.shard.owns(name))
         .map(|(name, tenant_id, client_id, secret)| TenantConfig {
             name: (*name).to_owned(),
             tenant_id: (*tenant_id).to_owned(),
