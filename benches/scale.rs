@@ -579,6 +579,109 @@ async fn main() {
     if window > 0 {
         steady_state(n, window).await;
     }
+
+    // Scale-out: many tenants behind one process, per-tenant targets.
+    let many: usize = env_or("BENCH_SCALE_OUT_TENANTS", 10_000);
+    if many > 0 {
+        scale_out(many, seconds).await;
+    }
+}
+
+/// The 10,000-tenant figures: series per tenant, RSS before and after loading and under 64
+/// concurrent scrapes, /metrics size and time, /probe against the baseline, the cold load time
+/// against its bound; for the user counts report alone and for the default reports.
+async fn scale_out(n: usize, seconds: u64) {
+    const CONCURRENCY: usize = 64;
+    println!();
+    println!("## Scale-out: {n} tenants, 5 products each, fake Graph at {} ms per call, --refresh.concurrency {CONCURRENCY}", LATENCY.as_millis());
+    println!();
+    println!("| reports | series per tenant | RSS before any refresh (per tenant) | RSS loaded, idle | peak RSS, 64 scrapes | /metrics plain / gzip | /metrics time (plain, cached) | cold load / bound |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut probe_rows = Vec::new();
+    for reports in ["user_counts", "user_counts,activation_counts"] {
+        let fake = fake(n).await;
+        let concurrency = CONCURRENCY.to_string();
+        let mut one = exporter(&fake, 1, &["--reports", reports]).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (rss_one, _, _) = proc_status(one.child.id().unwrap());
+        one.child.kill().await.ok();
+        let mut exporter = exporter(
+            &fake,
+            n,
+            &["--reports", reports, "--refresh.concurrency", &concurrency],
+        )
+        .await;
+        let pid = exporter.child.id().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (rss_before, _, _) = proc_status(pid);
+        let metrics = format!("http://{}/metrics", exporter.address);
+        let (_, cold) = get(&metrics, &[("X-Prometheus-Scrape-Timeout-Seconds", "3600")]).await;
+        // Token, report request, download: three calls of LATENCY per refresh of a report.
+        let kinds = reports.split(',').count();
+        let bound = LATENCY * 3 * (n * kinds) as u32 / CONCURRENCY as u32;
+        let (plain, took) = get(&metrics, &[]).await;
+        let (gzip, _) = get(&metrics, &[("Accept-Encoding", "gzip")]).await;
+        let probe = format!("http://{}/probe?target=tenant-0", exporter.address);
+        let (probe_body, _) = get(&probe, &[]).await;
+        let series = String::from_utf8_lossy(&probe_body)
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .count();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (rss_loaded, _, _) = proc_status(pid);
+        let _ = wrk(&metrics, 64, seconds, &["Accept-Encoding: gzip"]).await;
+        let (_, peak, _) = proc_status(pid);
+        println!(
+            "| {reports} | {series} | {} ({:.1} KiB) | {} | {} | {} / {} | {:.0} ms | {:.1} s / {:.1} s ({:+.0}%) |",
+            mib(rss_before),
+            rss_before.saturating_sub(rss_one) as f64 / 1024.0 / n as f64,
+            mib(rss_loaded),
+            mib(peak),
+            mib(plain.len() as u64),
+            mib(gzip.len() as u64),
+            took.as_secs_f64() * 1000.0,
+            cold.as_secs_f64(),
+            bound.as_secs_f64(),
+            (cold.as_secs_f64() / bound.as_secs_f64() - 1.0) * 100.0
+        );
+        if reports == "user_counts" {
+            let base = baseline(&probe_body, &probe_body).await;
+            let base_url = format!("http://{}/probe?target=tenant-0", base.address);
+            let mut rounds = Vec::new();
+            for _ in 0..3 {
+                let ours = measured(pid, wrk(&probe, 64, seconds, &[])).await;
+                let theirs =
+                    measured(base.child.id().unwrap(), wrk(&base_url, 64, seconds, &[])).await;
+                rounds.push((ours, theirs));
+            }
+            rounds.sort_by(|a, b| {
+                let ratio = |r: &(Load, Load)| r.0.requests_per_second / r.1.requests_per_second;
+                ratio(a).total_cmp(&ratio(b))
+            });
+            probe_rows.push(rounds[1]);
+        }
+        exporter.child.kill().await.ok();
+        fake.shutdown().await;
+    }
+    println!();
+    println!("/probe?target=tenant-0 ({n} tenants loaded, user counts), 64 connections, median of 3 interleaved rounds:");
+    println!();
+    println!(
+        "| exporter req/s | baseline req/s | ratio | exporter p50 / p99 | baseline p50 / p99 |"
+    );
+    println!("|---|---|---|---|---|");
+    for (ours, theirs) in probe_rows {
+        println!(
+            "| {:.0} | {:.0} | **{:.2}** | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+            ours.requests_per_second,
+            theirs.requests_per_second,
+            ours.requests_per_second / theirs.requests_per_second,
+            ours.p50_ms,
+            ours.p99_ms,
+            theirs.p50_ms,
+            theirs.p99_ms
+        );
+    }
 }
 
 /// RSS of a fresh exporter after 10,000 scrapes and after `scrapes`.
