@@ -12,6 +12,9 @@
 //! - the tenant status series carry a `report` label (user_counts, activation_counts,
 //!   user_detail): a query over them that aggregates or joins `by`/`on` a label list keeps
 //!   `report`, and on a dashboard with a `report` variable it filters on `$report`;
+//! - the exporter-wide histograms (download latency, refresh duration: by `report`, no `tenant`)
+//!   are neither filtered on `tenant` (a selection of tenants would match nothing) nor grouped or
+//!   joined by it;
 //! - every PromQL expression (panel targets and variable queries, template variables substituted)
 //!   parses: they are written as recording rules into a temporary file and checked with
 //!   `promtool check rules`.
@@ -54,18 +57,27 @@ const KNOWN_UNITS: &[&str] = &[
 const REQUIRED_VARIABLES: &[&str] = &["job", "tenant"];
 /// Label-filter variables: `label_values(...)`, multi-select, All = `.*`.
 const FILTER_VARIABLES: &[&str] = &["job", "tenant", "product_type", "report"];
-/// The exporter's tenant status series, which carry a `report` label (histograms by their base
-/// name), and the recording-rule level that keeps it.
+/// The exporter's series with a `report` label: the tenant status series and the exporter-wide
+/// histograms (by their base name), and the recording-rule level that keeps it. (The tenant's
+/// redirect latency summary and credential expiry have no `report` label.)
 const STATUS_METRICS: &[&str] = &[
     "office365_activations_up",
     "office365_activations_last_refresh_success_timestamp_seconds",
     "office365_activations_refreshes_total",
     "office365_activations_fetch_errors_total",
+    "office365_activations_last_refresh_duration_seconds",
     "office365_activations_redirect_latency_seconds",
     "office365_activations_refresh_duration_seconds",
     "office365_activations_report_refresh_timestamp_seconds",
 ];
 const STATUS_RULE_LEVEL: &str = "tenant_report:";
+/// The exporter-wide histograms: by `report`, over all tenants, without a `tenant` label (per
+/// tenant: `office365_activations_tenant_redirect_latency_seconds_{sum,count}` and
+/// `office365_activations_last_refresh_duration_seconds`).
+const EXPORTER_WIDE_METRICS: &[&str] = &[
+    "office365_activations_redirect_latency_seconds",
+    "office365_activations_refresh_duration_seconds",
+];
 
 // ------------------------------------------------------------------------------------------------
 // Loading
@@ -695,13 +707,17 @@ fn check_recording_rules_exist(d: &Dashboard, defined: &BTreeSet<String>) -> Vec
 // ------------------------------------------------------------------------------------------------
 // The `report` label of the status series
 
+/// Whether `name` is one of `metrics` or a histogram series of one.
+fn is_series_of(name: &str, metrics: &[&str]) -> bool {
+    metrics.iter().any(|metric| {
+        name.strip_prefix(metric)
+            .is_some_and(|rest| matches!(rest, "" | "_bucket" | "_sum" | "_count"))
+    })
+}
+
 /// Whether a metric name is one of the status series (or a histogram series of one).
 fn is_status_metric(name: &str) -> bool {
-    name.starts_with(STATUS_RULE_LEVEL)
-        || STATUS_METRICS.iter().any(|metric| {
-            name.strip_prefix(metric)
-                .is_some_and(|rest| matches!(rest, "" | "_bucket" | "_sum" | "_count"))
-        })
+    name.starts_with(STATUS_RULE_LEVEL) || is_series_of(name, STATUS_METRICS)
 }
 
 /// What [`scan_report_use`] found in one expression.
@@ -879,6 +895,110 @@ fn check_report_label(d: &Dashboard) -> Vec<String> {
 }
 
 // ------------------------------------------------------------------------------------------------
+// No `tenant` on the exporter-wide histograms
+
+/// The label names matched in the selectors of the exporter-wide histograms read by `expr`:
+/// (metric, label) pairs.
+fn exporter_wide_matchers(expr: &str) -> Vec<(String, String)> {
+    let chars: Vec<char> = expr.chars().collect();
+    let skip_string = |i: &mut usize| {
+        let quote = chars[*i];
+        *i += 1;
+        while *i < chars.len() && chars[*i] != quote {
+            if chars[*i] == '\\' {
+                *i += 1;
+            }
+            *i += 1;
+        }
+        *i += 1;
+    };
+    let word_at = |i: &mut usize| -> String {
+        let start = *i;
+        while *i < chars.len()
+            && (chars[*i].is_ascii_alphanumeric() || chars[*i] == '_' || chars[*i] == ':')
+        {
+            *i += 1;
+        }
+        chars[start..*i].iter().collect()
+    };
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            skip_string(&mut i);
+            continue;
+        }
+        if !(c.is_ascii_alphabetic() || c == '_') {
+            i += 1;
+            continue;
+        }
+        let metric = word_at(&mut i);
+        let mut j = i;
+        while j < chars.len() && chars[j].is_whitespace() {
+            j += 1;
+        }
+        if !is_series_of(&metric, EXPORTER_WIDE_METRICS) || j >= chars.len() || chars[j] != '{' {
+            continue;
+        }
+        // the selector: every word outside a string is a label name
+        j += 1;
+        while j < chars.len() && chars[j] != '}' {
+            let ch = chars[j];
+            if ch == '"' || ch == '\'' || ch == '`' {
+                skip_string(&mut j);
+            } else if ch.is_ascii_alphabetic() || ch == '_' {
+                let label = word_at(&mut j);
+                found.push((metric.clone(), label));
+            } else {
+                j += 1;
+            }
+        }
+        i = j;
+    }
+    found
+}
+
+/// Problems with `tenant` in one expression over the exporter-wide histograms: a `tenant`
+/// matcher in their selector (they have no such label: a selection of tenants matches nothing,
+/// All matches everything and pretends to filter), or a `by`/`on` list with `tenant` in an
+/// expression that reads them (a line with an empty tenant, looking like one tenant's).
+fn tenant_label_problems(expr: &str) -> Vec<String> {
+    let mut problems: Vec<String> = exporter_wide_matchers(expr)
+        .into_iter()
+        .filter(|(_, label)| label == "tenant")
+        .map(|(metric, _)| {
+            format!("filters {metric} on `tenant`, which the exporter-wide histograms do not have")
+        })
+        .collect();
+    let code = without_strings(expr);
+    let reads_exporter_wide = code
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .any(|word| is_series_of(word, EXPORTER_WIDE_METRICS));
+    if reads_exporter_wide {
+        for (keyword, labels) in scan_report_use(expr).keeps {
+            if labels.iter().any(|l| l == "tenant") {
+                problems.push(format!(
+                    "groups or joins the exporter-wide histograms {keyword} ({}), with `tenant`, which they do not have",
+                    labels.join(", ")
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn check_exporter_wide_tenant(d: &Dashboard) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (at, expr) in expressions(d) {
+        for problem in tenant_label_problems(&expr) {
+            problems.push(format!("{at}: {problem}: {expr:?}"));
+        }
+    }
+    problems
+}
+
+// ------------------------------------------------------------------------------------------------
 // PromQL parse check with promtool
 
 fn promtool_program() -> String {
@@ -1036,6 +1156,11 @@ fn status_series_queries_keep_the_report_label() {
 }
 
 #[test]
+fn exporter_wide_histograms_are_not_filtered_or_grouped_by_tenant() {
+    assert_clean("exporter-wide histograms", check_exporter_wide_tenant);
+}
+
+#[test]
 fn every_expression_parses_with_promtool() {
     assert_clean("PromQL", check_promql);
 }
@@ -1051,9 +1176,16 @@ fn report_label_scan_tells_kept_merged_and_pinned_reports_apart() {
     )
     .is_empty());
     assert!(report_label_problems(
-        r#"histogram_quantile(0.9, sum by (tenant, report, le) (rate(office365_activations_refresh_duration_seconds_bucket[5m])))"#
+        r#"histogram_quantile(0.9, sum by (report, le) (rate(office365_activations_refresh_duration_seconds_bucket[5m])))"#
     )
     .is_empty());
+    assert_eq!(
+        report_label_problems(
+            "max by (job, tenant) (office365_activations_last_refresh_duration_seconds)"
+        )
+        .len(),
+        1
+    );
     // merged: a by list without report, also on a recording rule of the tenant_report level
     assert_eq!(
         report_label_problems(
@@ -1098,6 +1230,53 @@ fn report_label_scan_tells_kept_merged_and_pinned_reports_apart() {
     assert_eq!(
         found.unpinned,
         BTreeSet::from(["office365_activations_redirect_latency_seconds_count".to_string()])
+    );
+}
+
+#[test]
+fn tenant_scan_finds_tenant_on_the_exporter_wide_histograms_only() {
+    // by report over all tenants; per tenant from the tenant series
+    assert!(tenant_label_problems(
+        r#"histogram_quantile(0.9, sum by (report, le) (rate(office365_activations_refresh_duration_seconds_bucket{job=~"$job", report=~"$report"}[5m])))"#
+    )
+    .is_empty());
+    assert!(tenant_label_problems(
+        r#"sum by (tenant) (rate(office365_activations_tenant_redirect_latency_seconds_sum{tenant=~"$tenant"}[5m]))"#
+    )
+    .is_empty());
+    assert!(tenant_label_problems(
+        r#"topk(10, office365_activations_last_refresh_duration_seconds{tenant=~"$tenant"})"#
+    )
+    .is_empty());
+    // a tenant matcher (not a label value that says tenant), a grouping by tenant
+    assert_eq!(
+        tenant_label_problems(
+            r#"office365_activations_redirect_latency_seconds_count{report="tenant", tenant =~ "$tenant"}"#
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        tenant_label_problems(
+            r#"histogram_quantile(0.5, sum by (tenant, report, le) (rate(office365_activations_redirect_latency_seconds_bucket[5m])))"#
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        exporter_wide_matchers(
+            r#"office365_activations_refresh_duration_seconds_sum{job=~"a,b", report!="x"} / up{tenant="t"}"#
+        ),
+        vec![
+            (
+                "office365_activations_refresh_duration_seconds_sum".to_string(),
+                "job".to_string()
+            ),
+            (
+                "office365_activations_refresh_duration_seconds_sum".to_string(),
+                "report".to_string()
+            ),
+        ]
     );
 }
 
@@ -1153,7 +1332,9 @@ fn bad_dashboard() -> Dashboard {
              "targets": [{"refId": "A", "datasource": {"type": "prometheus", "uid": "prom-1"},
                           "expr": "tenant:office365_activations_no_such_rule{job=~\"$job\"}"},
                          {"refId": "B",
-                          "expr": "sum by (tenant) (office365_activations_up{job=~\"$job\"})"}]}
+                          "expr": "sum by (tenant) (office365_activations_up{job=~\"$job\"})"},
+                         {"refId": "C",
+                          "expr": "histogram_quantile(0.9, sum by (tenant, report, le) (rate(office365_activations_refresh_duration_seconds_bucket{tenant=~\"$tenant\", report=~\"$report\"}[$__rate_interval])))"}]}
         ]
     });
     let text = serde_json::to_string_pretty(&json).unwrap();
@@ -1182,6 +1363,7 @@ fn linter_reports_every_kind_of_violation_in_a_bad_dashboard() {
         ("recording rules", check_recording_rules_exist(&d, &defined)),
         ("PromQL", check_promql(&d)),
         ("report label", check_report_label(&d)),
+        ("exporter-wide histograms", check_exporter_wide_tenant(&d)),
     ];
     let silent: Vec<&str> = checks
         .iter()
@@ -1224,4 +1406,6 @@ fn linter_reports_every_kind_of_violation_in_a_bad_dashboard() {
     expect("no `datasource` template variable");
     expect("aggregates or joins office365_activations_up by (tenant) without `report`");
     expect("without filtering on $report");
+    expect("filters office365_activations_refresh_duration_seconds_bucket on `tenant`");
+    expect("groups or joins the exporter-wide histograms by (tenant, report, le)");
 }

@@ -300,13 +300,15 @@ fn every_recording_rule_is_exercised_by_a_unit_test() {
     );
 }
 
-/// The exporter's tenant status series, which carry a `report` label (histograms by their base
-/// name), and the recording-rule level that keeps it.
+/// The exporter's series with a `report` label: the tenant status series and the exporter-wide
+/// histograms (by their base name), and the recording-rule level that keeps it. (The tenant's
+/// redirect latency summary and credential expiry have no `report` label.)
 const STATUS_METRICS: &[&str] = &[
     "office365_activations_up",
     "office365_activations_last_refresh_success_timestamp_seconds",
     "office365_activations_refreshes_total",
     "office365_activations_fetch_errors_total",
+    "office365_activations_last_refresh_duration_seconds",
     "office365_activations_redirect_latency_seconds",
     "office365_activations_refresh_duration_seconds",
     "office365_activations_report_refresh_timestamp_seconds",
