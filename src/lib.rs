@@ -3,7 +3,10 @@
 //!
 //! The parts, in the order data meets them:
 //!
-//! - [`config`]: flags, environment and the YAML file, validated into one [`config::Config`].
+//! - [`config`]: flags, environment and the YAML file, validated into one [`config::Config`];
+//!   which reports each tenant runs.
+//! - [`shard`]: which tenants this process owns (`--shard.index` of `--shard.count`), decided
+//!   when the configuration is read, so nothing downstream sees another shard's tenants.
 //! - [`credentials`]: access tokens from Entra ID, cached until shortly before they expire.
 //! - [`http_client`]: the one shared outbound HTTPS client (no automatic redirects, capped bodies).
 //! - [`graph`]: any report's request, the manual 302, the streamed download without the token,
@@ -15,13 +18,17 @@
 //!   [`reports::KINDS`].
 //! - [`tenant`]: one tenant's reports, each with its cache and state machine (TTL, single
 //!   flight, budget, Retry-After, backoff), sharing the tenant's token.
-//! - [`metrics`]: the exposition: report gauges encoded once per refresh, plus self-metrics
-//!   (`report` label on the status series).
+//! - [`status`]: a tenant's status series (up, refreshes, errors, durations, dates), kept and
+//!   encoded by the tenant whenever they change: a few series per tenant and report.
+//! - [`metrics`]: the exposition: every tenant's encoded lines stitched family by family
+//!   (/metrics) or one tenant's (/probe), plus the exporter-wide histograms and process series.
 //! - [`exporter`]: all tenants, and the scrape flow (refresh what is stale, within the deadline);
 //!   reloads of the tenant list.
 //! - [`exposition`]: the /metrics body, rebuilt only when a refresh changed it; gzip composed
 //!   from a once-per-refresh deflate of the stable part.
-//! - [`server`]: the HTTP server: landing page, /metrics, health, readiness, graceful shutdown.
+//! - [`server`]: the HTTP server: landing page, /metrics, /probe, /sd, health, readiness,
+//!   graceful shutdown.
+//! - [`sd`]: /sd, Prometheus HTTP service discovery of this process's tenants.
 //! - [`web_config`]: `--web.config.file` (exporter-toolkit format): TLS, basic auth, headers.
 //! - [`app`]: wiring for `serve` and `check`, and the demo.
 //! - [`fake_graph`]: a faithful fake of Entra ID, Graph and the download host, over TLS, for the
@@ -29,7 +36,8 @@
 //! - [`error`]: the refresh error type and its bounded `stage` / `reason` label values.
 //!
 //! Two flows, one way each. Scrape: Prometheus, [`server`], [`exporter`], each [`tenant`]'s
-//! reports ("be fresh, but do not make me wait past my deadline"), [`metrics`]. Refresh (one per
+//! reports (all tenants for /metrics, one for /probe: "be fresh, but do not make me wait past my
+//! deadline"), [`metrics`]. Refresh (one per
 //! tenant and report at a time, in its own task): [`tenant`], [`credentials`], [`graph`] feeding
 //! the kind's parser from [`reports`] as the body streams in, the report's cache.
 
