@@ -51,8 +51,10 @@ fn write_config(dir: &Path, graph_endpoint: &str, authority_host: &str) -> std::
     config
 }
 
-/// Starts shard `index` on `config`, listening (and so advertising on /sd) on `port`.
-async fn start_shard(config: &Path, ca: &Path, index: u32, port: u16) -> Child {
+/// Starts shard `index` on `config`, listening (and so advertising on /sd) on `port`, its log
+/// in `dir/shard-<index>.log`; returns once it answers /-/healthy.
+async fn start_shard(dir: &Path, config: &Path, ca: &Path, index: u32, port: u16) -> Child {
+    let log = std::fs::File::create(dir.join(format!("shard-{index}.log"))).unwrap();
     let mut child = Command::new(binary())
         .args(["--web.listen-address", &format!("127.0.0.1:{port}")])
         .arg("--config.file")
@@ -66,15 +68,27 @@ async fn start_shard(config: &Path, ca: &Path, index: u32, port: u16) -> Child {
         .env_remove("OFFICE365_EXPORTER_SHARD_COUNT")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .expect("the exporter binary starts");
-    assert_eq!(
-        listening_address(&mut child).await,
-        format!("127.0.0.1:{port}")
-    );
-    child
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(answer) = reqwest::get(format!("http://127.0.0.1:{port}/-/healthy")).await {
+            assert_eq!(answer.status(), 200);
+            return child;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("shard {index} exited ({status}): {}", shard_log(dir, index));
+        }
+        assert!(Instant::now() < deadline, "shard {index} never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The log of shard `index`.
+fn shard_log(dir: &Path, index: u32) -> String {
+    std::fs::read_to_string(dir.join(format!("shard-{index}.log"))).unwrap_or_default()
 }
 
 /// The prometheus.yml of Prometheus server `server` of 2: the README's scrape config with one
@@ -156,20 +170,24 @@ async fn two_prometheus_servers_split_three_shards_of_300_tenants() {
     let started = Instant::now();
     let fake = start_fixed_fake(TENANTS).await;
     let dir = tempfile::tempdir().unwrap();
+    let _logs = ShardLogsOnFailure(dir.path().to_owned());
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, fake.ca_pem()).unwrap();
     let config = write_config(dir.path(), &fake.graph_endpoint(), &fake.authority_host());
     let ports = free_ports(SHARDS as usize);
     let mut shards = Vec::new();
     for (index, port) in ports.iter().enumerate() {
-        shards.push(start_shard(&config, &ca, index as u32, *port).await);
+        shards.push(start_shard(dir.path(), &config, &ca, index as u32, *port).await);
     }
     let all: BTreeSet<String> = (0..TENANTS).map(name).collect();
     let shard_of = |tenant: &str| owner(tenant, SHARDS).to_string();
 
-    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let servers: Vec<Prometheus> = (0..2)
-        .map(|s| start_prometheus(dirs[s].path(), &prometheus_config(s as u32, &ports)))
+        .map(|s| {
+            let server_dir = dir.path().join(format!("prometheus-{s}"));
+            std::fs::create_dir(&server_dir).unwrap();
+            start_prometheus(&server_dir, &prometheus_config(s, &ports))
+        })
         .collect();
 
     // Discovery and the split: each server keeps its half of the targets, together all of them,
@@ -310,4 +328,21 @@ async fn two_prometheus_servers_split_three_shards_of_300_tenants() {
         "two_prometheus_servers_split_three_shards_of_300_tenants: {:?}",
         started.elapsed()
     );
+}
+
+/// Prints the end of each shard's log when the test fails (Prometheus's log is in the failure
+/// message of `query_until` already).
+struct ShardLogsOnFailure(std::path::PathBuf);
+
+impl Drop for ShardLogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for index in 0..SHARDS {
+                let log = shard_log(&self.0, index);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                eprintln!("--- the end of shard {index}'s log:\n{tail}");
+            }
+        }
+    }
 }
