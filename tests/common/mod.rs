@@ -690,3 +690,44 @@ pub async fn start_fixed_fake(tenants: usize) -> FakeGraph {
         .await
         .expect("the fake Graph starts")
 }
+
+impl Harness {
+    /// GET `/probe?target=<target>`, the target percent-encoded by the client.
+    pub async fn probe(&self, target: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}/probe", self.base))
+            .query(&[("target", target)])
+            .send()
+            .await
+            .expect("the exporter answers")
+    }
+
+    /// Starts a GET of `path` (query included, sent as written) in the background, so the test
+    /// can move the clock while it waits; yields the status and the body.
+    pub fn spawn_get(&self, path: &str) -> tokio::task::JoinHandle<(u16, String)> {
+        let request = self.client.get(format!("{}{path}", self.base));
+        tokio::spawn(async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        })
+    }
+}
+
+/// A free loopback port, for a process that cannot report a port 0 choice back (or must
+/// advertise its port before it binds): taken and released, so another process may in theory
+/// take it meanwhile.
+pub fn free_port() -> u16 {
+    free_ports(1)[0]
+}
+
+/// `n` distinct free loopback ports (see [`free_port`]): all held until all are chosen, so the
+/// system cannot hand out one twice.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|listener| listener.local_addr().unwrap().port())
+        .collect()
+}
