@@ -143,7 +143,11 @@ pub async fn serve(
         reloader: config.enable_lifecycle.then_some(reloader),
         web: Arc::clone(&config.web),
         health_without_auth: config.health_without_auth,
-        sd_address: config.sd_address.clone(),
+        // Listening on port 0, /sd advertises the port the system picked.
+        sd_address: match config.sd_address.strip_suffix(":0") {
+            Some(host) => format!("{host}:{}", address.port()),
+            None => config.sd_address.clone(),
+        },
         shard: config.shard,
     };
     server::run(listener, setup.exporter, options, shutdown).await;
