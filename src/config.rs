@@ -61,6 +61,17 @@ pub enum Command {
     /// --web.config.file sets it up) and exit 0 if it answers: a container HEALTHCHECK that
     /// needs no shell.
     Healthcheck,
+    /// Print the man page (roff) to stdout, rendered from these definitions; the packages
+    /// install it as office365-activations-exporter.1.
+    #[command(hide = true)]
+    Man,
+    /// Print the completion script for SHELL to stdout, rendered from these definitions.
+    #[command(hide = true)]
+    Completion {
+        /// The shell: bash, zsh, fish (elvish and powershell too).
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Log line format.

@@ -20,12 +20,17 @@
 //! - [`fake_graph`]: a faithful fake of Entra ID, Graph and the download host, over TLS, for the
 //!   demo and the tests.
 //! - [`error`]: the refresh error type and its bounded `stage` / `reason` label values.
+//! - [`build_info`]: the build facts (version, revision, branch, build date, rustc, target) that
+//!   `--version` prints and the build_info metric carries.
+//! - [`manual`]: the man page and the bash, zsh and fish completions, rendered from the clap
+//!   definitions by the hidden `man` and `completion` subcommands.
 //!
 //! Two flows, one way each. Scrape: Prometheus, [`server`], [`exporter`], each [`tenant`] ("be
 //! fresh, but do not make me wait past my deadline"), [`metrics`]. Refresh (one per tenant at a
 //! time, in its own task): [`tenant`], [`credentials`], [`graph`], [`report`], the tenant's cache.
 
 pub mod app;
+pub mod build_info;
 pub mod config;
 pub mod credentials;
 pub mod error;
@@ -35,6 +40,7 @@ pub mod fake_graph;
 pub mod graph;
 pub mod http_client;
 pub mod logging;
+pub mod manual;
 pub mod metrics;
 pub mod report;
 pub mod server;

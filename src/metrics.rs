@@ -35,13 +35,8 @@ const REPORT_FAMILIES: [&str; 4] = [ASSIGNED, ACTIVATED, SHARED, REFRESH_TIMESTA
 /// The credential expiry gauge's name.
 pub const CREDENTIAL_EXPIRY: &str = "office365_activations_credential_expiry_timestamp_seconds";
 
-/// The version and git revision baked into the build.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// See [`VERSION`].
-pub const REVISION: &str = match option_env!("O365_EXPORTER_REVISION") {
-    Some(rev) => rev,
-    None => "unknown",
-};
+/// The version and git revision baked into the build (all the build facts: [`crate::build_info`]).
+pub use crate::build_info::{REVISION, VERSION};
 
 /// Sample lines of one tenant's report, one string per report family, encoded at refresh time.
 #[derive(Clone, Debug, Default)]
@@ -169,11 +164,12 @@ impl Metrics {
             Opts::new(CREDENTIAL_EXPIRY, "Unix time when the tenant's credential stops working: the notAfter of its client certificate (only for certificate credentials). Alert well before it: Entra ID refuses an expired certificate."),
             &["tenant"],
         ).unwrap());
-        let build_info = register(&registry, GaugeVec::new(
-            Opts::new("office365_activations_exporter_build_info", "A metric with a constant '1' value labeled by version and revision of office365-activations-exporter."),
-            &["version", "revision"],
-        ).unwrap());
-        build_info.with_label_values(&[VERSION, REVISION]).set(1.0);
+        registry
+            .register(Box::new(crate::build_info::BuildInfoCollector::new(
+                "office365_activations_exporter_build_info",
+                "A metric with a constant '1' value labeled by version, revision, branch, builddate, rustversion and target of office365-activations-exporter (as --version prints them).",
+            ).unwrap()))
+            .expect("metric names are distinct");
         let process = Registry::new();
         #[cfg(target_os = "linux")]
         process
