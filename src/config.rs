@@ -38,11 +38,12 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(3600);
 #[command(
     name = "office365-activations-exporter",
     version,
-    about = "Prometheus exporter for Microsoft 365 Apps (Office) activation counts, read from Microsoft Graph's getOffice365ActivationsUserCounts report.",
+    about = "Prometheus exporter for Microsoft 365 Apps (Office) activations, read from Microsoft Graph's Office activations reports.",
     long_about = "Prometheus exporter for Microsoft 365 Apps (Office) activation counts.\n\n\
-It serves /metrics; a scrape that finds a tenant's cached report older than --cache.ttl refreshes it \
-from Microsoft Graph (GET /v1.0/reports/getOffice365ActivationsUserCounts, which needs an Entra ID app \
-with the Reports.Read.All application permission). Run with --demo to try it without credentials, \
+It serves /metrics (and /probe?target=<tenant>, /sd); a scrape that finds a tenant's cached report \
+older than its TTL refreshes it from Microsoft Graph (getOffice365ActivationsUserCounts, \
+getOffice365ActivationCounts and, with --reports, getOffice365ActivationsUserDetail; they need an \
+Entra ID app with the Reports.Read.All application permission). Run with --demo to try it without credentials, \
 against an embedded fake Graph.\n\n\
 One tenant is described by the --auth.* flags (or AZURE_* variables, as Azure's SDKs read them); it \
 authenticates with a client secret, a client certificate, workload identity or a managed identity \
@@ -67,6 +68,17 @@ pub enum Command {
     /// --web.config.file sets it up) and exit 0 if it answers: a container HEALTHCHECK that
     /// needs no shell.
     Healthcheck,
+    /// Print the man page (roff) to stdout, rendered from these definitions; the packages
+    /// install it as office365-activations-exporter.1.
+    #[command(hide = true)]
+    Man,
+    /// Print the completion script for SHELL to stdout, rendered from these definitions.
+    #[command(hide = true)]
+    Completion {
+        /// The shell: bash, zsh, fish (elvish and powershell too).
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Log line format.

@@ -34,6 +34,10 @@
 //! - [`fake_graph`]: a faithful fake of Entra ID, Graph and the download host, over TLS, for the
 //!   demo and the tests.
 //! - [`error`]: the refresh error type and its bounded `stage` / `reason` label values.
+//! - [`build_info`]: the build facts (version, revision, branch, build date, rustc, target) that
+//!   `--version` prints and the build_info metric carries.
+//! - [`manual`]: the man page and the bash, zsh and fish completions, rendered from the clap
+//!   definitions by the hidden `man` and `completion` subcommands.
 //!
 //! Two flows, one way each. Scrape: Prometheus, [`server`], [`exporter`], each [`tenant`]'s
 //! reports (all tenants for /metrics, one for /probe: "be fresh, but do not make me wait past my
@@ -42,6 +46,7 @@
 //! the kind's parser from [`reports`] as the body streams in, the report's cache.
 
 pub mod app;
+pub mod build_info;
 pub mod config;
 pub mod credentials;
 pub mod error;
@@ -51,6 +56,7 @@ pub mod fake_graph;
 pub mod graph;
 pub mod http_client;
 pub mod logging;
+pub mod manual;
 pub mod metrics;
 pub mod reports;
 pub mod sd;

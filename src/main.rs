@@ -1,14 +1,28 @@
 //! The binary: parse the command line, set up logging, run until a signal.
 
 use std::future::Future;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
 use office365_activations_exporter::config::{Cli, Command, Config};
-use office365_activations_exporter::{app, logging};
+use office365_activations_exporter::{app, build_info, logging, manual};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // Prometheus's --version format (build_info::version_text), not clap's one line.
+        Err(error) if error.kind() == clap::error::ErrorKind::DisplayVersion => {
+            print!("{}", build_info::version_text());
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => error.exit(),
+    };
+    match cli.command {
+        Some(Command::Man) => return print_bytes(&manual::man_page()),
+        Some(Command::Completion { shell }) => return print_bytes(&manual::completion(shell)),
+        _ => {}
+    }
     logging::init(cli.flags.log_level, cli.flags.log_format);
     if cli.command == Some(Command::Healthcheck) {
         // Needs only the listen address and the web config, not the tenants.
@@ -35,6 +49,17 @@ fn main() -> ExitCode {
                 let shutdown = app::shutdown_signal()?;
                 app::serve(config, resolve, shutdown).await
             })
+        }
+    }
+}
+
+/// Writes a generated man page or completion script to stdout.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("office365-activations-exporter: {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::core::Collector;
-use prometheus::{Encoder, GaugeVec, HistogramOpts, HistogramVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
 
 use crate::reports::{ReportKind, KINDS};
 use crate::status::{self, Lines};
@@ -23,13 +23,8 @@ pub use crate::status::{CREDENTIAL_EXPIRY, REFRESH_TIMESTAMP};
 /// The Content-Type of /metrics: exactly the text encoder's.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
-/// The version and git revision baked into the build.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-/// See [`VERSION`].
-pub const REVISION: &str = match option_env!("O365_EXPORTER_REVISION") {
-    Some(rev) => rev,
-    None => "unknown",
-};
+/// The version and git revision baked into the build (all the build facts: [`crate::build_info`]).
+pub use crate::build_info::{REVISION, VERSION};
 
 /// What one tenant shows: its cached reports and its status lines.
 #[derive(Clone, Debug)]
@@ -82,11 +77,12 @@ impl Metrics {
             HistogramOpts::new("office365_activations_refresh_duration_seconds", "Duration of whole refreshes (token, report request, download and parse), over all tenants (per tenant: office365_activations_last_refresh_duration_seconds).").buckets(LATENCY_BUCKETS.to_vec()),
             &["report"],
         ).unwrap());
-        let build_info = register(&registry, GaugeVec::new(
-            Opts::new("office365_activations_exporter_build_info", "A metric with a constant '1' value labeled by version and revision of office365-activations-exporter."),
-            &["version", "revision"],
-        ).unwrap());
-        build_info.with_label_values(&[VERSION, REVISION]).set(1.0);
+        registry
+            .register(Box::new(crate::build_info::BuildInfoCollector::new(
+                "office365_activations_exporter_build_info",
+                "A metric with a constant '1' value labeled by version, revision, branch, builddate, rustversion and target of office365-activations-exporter (as --version prints them).",
+            ).unwrap()))
+            .expect("metric names are distinct");
         let process = Registry::new();
         #[cfg(target_os = "linux")]
         process
