@@ -86,7 +86,8 @@ impl TenantSet {
 pub struct ReloadSummary {
     /// Tenants that are new.
     pub added: Vec<String>,
-    /// Tenants whose configuration changed: they start afresh.
+    /// Tenants whose configuration changed: they start afresh, but for the reports they keep
+    /// when only their reports or TTLs changed.
     pub changed: Vec<String>,
     /// Tenants that are gone, with their series.
     pub removed: Vec<String>,

@@ -41,23 +41,97 @@ pub struct Snapshot {
     built_at: Instant,
     /// The live part's text.
     live: Bytes,
-    /// The whole text.
-    plain: Bytes,
-    /// The whole body gzip-encoded; made at the first gzip scrape of this snapshot.
-    gzip: OnceLock<Bytes>,
+    /// The gzip header, the stable part's deflate stream, and the live part's final deflate
+    /// blocks with the trailer; made at the first gzip scrape of this snapshot.
+    gzip: OnceLock<[Bytes; 3]>,
 }
 
 impl Snapshot {
-    /// The body as text.
-    pub fn plain(&self) -> Bytes {
-        self.plain.clone()
+    /// The body as text, in pieces that are sent one after the other: the stable part is never
+    /// copied (with ten thousand tenants it is tens of MB).
+    pub fn plain_parts(&self) -> Payload {
+        Payload::new([self.stable.plain.clone(), self.live.clone(), Bytes::new()])
     }
 
-    /// The body gzip-encoded.
+    /// The body gzip-encoded, in pieces like [`Snapshot::plain_parts`].
+    pub fn gzip_parts(&self) -> Payload {
+        Payload::new(
+            self.gzip
+                .get_or_init(|| compose_gzip(&self.stable, &self.live))
+                .clone(),
+        )
+    }
+
+    /// The body as text, in one piece (a copy: for `check` and tests).
+    pub fn plain(&self) -> Bytes {
+        self.plain_parts().concat()
+    }
+
+    /// The body gzip-encoded, in one piece (a copy: for tests).
     pub fn gzip(&self) -> Bytes {
-        self.gzip
-            .get_or_init(|| compose_gzip(&self.stable, &self.live))
-            .clone()
+        self.gzip_parts().concat()
+    }
+}
+
+/// A response body sent as up to three pieces of shared bytes, without joining them.
+#[derive(Debug, Default)]
+pub struct Payload {
+    /// The pieces, in order; empty ones are skipped.
+    parts: [Bytes; 3],
+    /// The next piece to send.
+    next: usize,
+}
+
+impl Payload {
+    /// A body of these pieces.
+    pub fn new(parts: [Bytes; 3]) -> Payload {
+        Payload { parts, next: 0 }
+    }
+
+    /// A body of one piece.
+    pub fn one(body: impl Into<Bytes>) -> Payload {
+        Payload::new([body.into(), Bytes::new(), Bytes::new()])
+    }
+
+    /// The pieces joined.
+    pub fn concat(&self) -> Bytes {
+        let mut out = Vec::with_capacity(self.parts.iter().map(Bytes::len).sum());
+        for part in &self.parts[self.next..] {
+            out.extend_from_slice(part);
+        }
+        out.into()
+    }
+
+    fn remaining(&self) -> u64 {
+        self.parts[self.next..].iter().map(|p| p.len() as u64).sum()
+    }
+}
+
+impl hyper::body::Body for Payload {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        while self.next < self.parts.len() {
+            let index = self.next;
+            self.next += 1;
+            let part = std::mem::take(&mut self.parts[index]);
+            if !part.is_empty() {
+                return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(part))));
+            }
+        }
+        std::task::Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining())
     }
 }
 
@@ -107,14 +181,10 @@ impl Exposition {
             }),
         };
         let live = Bytes::from(render_live());
-        let mut plain = Vec::with_capacity(stable.plain.len() + live.len());
-        plain.extend_from_slice(&stable.plain);
-        plain.extend_from_slice(&live);
         let snapshot = Arc::new(Snapshot {
             stable,
             built_at: now,
             live,
-            plain: plain.into(),
             gzip: OnceLock::new(),
         });
         self.latest.store(Some(Arc::clone(&snapshot)));
@@ -125,7 +195,7 @@ impl Exposition {
 /// gzip header: magic, deflate, no flags, no mtime, no extra flags, OS unknown.
 const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 
-fn compose_gzip(stable: &Stable, live: &[u8]) -> Bytes {
+fn compose_gzip(stable: &Stable, live: &[u8]) -> [Bytes; 3] {
     let (prefix, stable_crc) = stable.deflated.get_or_init(|| {
         let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
         encoder
@@ -145,14 +215,12 @@ fn compose_gzip(stable: &Stable, live: &[u8]) -> Bytes {
     live_crc.update(live);
     crc.combine(&live_crc);
     let size = (stable.plain.len() + live.len()) as u32;
-    let mut out = Vec::with_capacity(GZIP_HEADER.len() + prefix.len() + tail.len() + 8);
-    out.extend_from_slice(&GZIP_HEADER);
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(&tail);
-    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    let mut end = Vec::with_capacity(tail.len() + 8);
+    end.extend_from_slice(&tail);
+    end.extend_from_slice(&crc.finalize().to_le_bytes());
     // ISIZE: the length modulo 2^32, as RFC 1952 says.
-    out.extend_from_slice(&size.to_le_bytes());
-    out.into()
+    end.extend_from_slice(&size.to_le_bytes());
+    [Bytes::from_static(&GZIP_HEADER), prefix.clone(), end.into()]
 }
 
 /// True when an Accept-Encoding header value accepts gzip (with a non-zero quality).

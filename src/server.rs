@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY,
@@ -26,7 +25,7 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 
 use crate::exporter::Exporter;
-use crate::exposition::{accepts_gzip, Snapshot};
+use crate::exposition::{accepts_gzip, Payload, Snapshot};
 use crate::metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, VERSION};
 use crate::web_config::WebConfig;
 
@@ -146,7 +145,7 @@ fn cached_scrape(
     exporter: &Exporter,
     options: &ServerOptions,
     request: &Request<Incoming>,
-) -> Option<Response<Full<Bytes>>> {
+) -> Option<Response<Payload>> {
     if options.web.auth.is_some()
         || request.method() != Method::GET
         || request.uri().path() != options.telemetry_path
@@ -161,10 +160,7 @@ fn cached_scrape(
 }
 
 /// Adds the web config's `http_server_config.headers`.
-fn with_extra_headers(
-    mut answer: Response<Full<Bytes>>,
-    options: &ServerOptions,
-) -> Response<Full<Bytes>> {
+fn with_extra_headers(mut answer: Response<Payload>, options: &ServerOptions) -> Response<Payload> {
     for (name, value) in &options.web.headers {
         answer.headers_mut().insert(name.clone(), value.clone());
     }
@@ -172,20 +168,20 @@ fn with_extra_headers(
 }
 
 /// /metrics from `snapshot`, gzipped when the scraper accepts it.
-fn metrics_response(snapshot: &Snapshot, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn metrics_response(snapshot: &Snapshot, request: &Request<Incoming>) -> Response<Payload> {
     let gzip = request
         .headers()
         .get(ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(accepts_gzip);
     let mut answer = if gzip {
-        let mut answer = response(StatusCode::OK, METRICS_CONTENT_TYPE, snapshot.gzip());
+        let mut answer = parts_response(snapshot.gzip_parts());
         answer
             .headers_mut()
             .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         answer
     } else {
-        response(StatusCode::OK, METRICS_CONTENT_TYPE, snapshot.plain())
+        parts_response(snapshot.plain_parts())
     };
     answer
         .headers_mut()
@@ -198,7 +194,7 @@ async fn guarded(
     exporter: &Exporter,
     options: &ServerOptions,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Payload> {
     if let Some(auth) = &options.web.auth {
         let exempt = options.health_without_auth && request.uri().path() == "/-/healthy";
         if !exempt
@@ -221,12 +217,21 @@ async fn guarded(
     handle(exporter, options, request).await
 }
 
+/// A 200 of the metrics content type with `body`.
+fn parts_response(body: Payload) -> Response<Payload> {
+    let mut response = Response::new(body);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE));
+    response
+}
+
 fn response(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
+) -> Response<Payload> {
+    let mut response = Response::new(Payload::one(body));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -249,7 +254,7 @@ async fn handle(
     exporter: &Exporter,
     options: &ServerOptions,
     request: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Payload> {
     if request.uri().path() == "/-/reload" {
         return reload(options, request.method());
     }
@@ -293,7 +298,7 @@ async fn probe(
     exporter: &Exporter,
     options: &ServerOptions,
     request: &Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Payload> {
     const TEXT: &str = "text/plain; charset=utf-8";
     let query = request.uri().query().unwrap_or("");
     let target = reqwest::Url::parse(&format!("http://probe/?{query}"))
@@ -336,7 +341,7 @@ async fn probe(
 }
 
 /// POST /-/reload, when `--web.enable-lifecycle` allows it.
-fn reload(options: &ServerOptions, method: &Method) -> Response<Full<Bytes>> {
+fn reload(options: &ServerOptions, method: &Method) -> Response<Payload> {
     const TEXT: &str = "text/plain; charset=utf-8";
     let Some(reloader) = &options.reloader else {
         return response(

@@ -158,10 +158,11 @@ async fn reload_adds_removes_and_keeps_tenants() {
         .iter()
         .map(|t| t.config().clone())
         .collect();
-    // Keep contoso as it is, drop fabrikam, change northwind's TTL, add tailspin (reusing
+    // Keep contoso as it is, drop fabrikam, change where northwind's report comes from (the
+    // beta API: a change of reports or TTLs alone would keep its cache), add tailspin (reusing
     // fabrikam's app registration in the fake under a new name).
     let mut northwind = configs[2].clone();
-    northwind.cache_ttl = Duration::from_secs(7200);
+    northwind.api_version = "beta".into();
     let mut tailspin = configs[1].clone();
     tailspin.name = "tailspin".into();
     let summary = h
