@@ -808,7 +808,11 @@ fn man_page_and_completions_name_every_flag_and_command_of_help() {
         let roff = format!("\\-\\-{}", flag.replace('-', "\\-"));
         assert!(man.contains(&roff), "the man page lacks --{flag}");
         assert!(bash.contains(&format!("--{flag}")), "bash lacks --{flag}");
-        assert!(zsh.contains(&format!("'--{flag}")), "zsh lacks --{flag}");
+        // zsh marks a repeatable flag with a leading `*`.
+        assert!(
+            zsh.contains(&format!("'--{flag}")) || zsh.contains(&format!("'*--{flag}")),
+            "zsh lacks --{flag}"
+        );
         assert!(fish.contains(&format!(" -l {flag}")), "fish lacks --{flag}");
     }
     for command in commands.iter().filter(|c| *c != "help") {
