@@ -137,13 +137,17 @@ impl CsvStream {
                 None if b"\xEF\xBB\xBF".starts_with(&self.prefix) => return Ok(()),
                 None => &self.prefix[..],
             };
-            match body.iter().find(|b| !b.is_ascii_whitespace()) {
-                None => {
-                    if self.prefix.len() > MAX_RECORD {
-                        return Err(ParseError::NotCsv("body is only white space".into()));
-                    }
-                    return Ok(());
-                }
+            // Leading blanks (and the byte order mark) are held, so more than a record's worth
+            // is refused; counted the same whether they came in one chunk or many.
+            let first = body.iter().position(|b| !b.is_ascii_whitespace());
+            let blanks = self.prefix.len() - body.len() + first.unwrap_or(body.len());
+            if blanks > MAX_RECORD {
+                return Err(ParseError::NotCsv(format!(
+                    "body starts with more than {MAX_RECORD} bytes of white space"
+                )));
+            }
+            match first.map(|i| body[i]) {
+                None => return Ok(()),
                 Some(b'<') => return Err(ParseError::NotCsv("body looks like HTML or XML".into())),
                 Some(b'{') | Some(b'[') => {
                     return Err(ParseError::NotCsv("body looks like JSON".into()))
@@ -355,6 +359,24 @@ mod tests {
                 .reason(),
             "invalid_value"
         );
+    }
+
+    #[test]
+    fn long_leading_white_space_is_refused_whatever_the_chunking() {
+        // Found while writing the chunk-equivalence fuzz target: a body of more than MAX_RECORD
+        // blanks and then CSV was refused in small chunks but read in one.
+        let body = format!("\u{FEFF}{}A\n1\n", " ".repeat(MAX_RECORD));
+        let whole = read_in_chunks(body.as_bytes(), body.len()).err();
+        let chunked = read_in_chunks(body.as_bytes(), 1000).err();
+        assert_eq!(whole, chunked);
+        assert_eq!(whole.map(|e| e.reason()), Some("not_csv"));
+        let short = format!("{}A\n1\n", " ".repeat(MAX_RECORD - 3));
+        for size in [1000, short.len()] {
+            assert_eq!(
+                read_in_chunks(short.as_bytes(), size).unwrap().header,
+                ["A"]
+            );
+        }
     }
 
     #[test]
