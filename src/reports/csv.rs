@@ -391,7 +391,11 @@ mod tests {
         // was "Report Refresh Date" or "\u{FEFF}Report Refresh Date" depending on the chunks.
         let body = b"\xEF\xBB\xBF\xEF\xBB\xBFA,B\n1,2\n";
         for size in 1..=body.len() {
-            assert_eq!(read_in_chunks(body, size).unwrap().header, ["A", "B"], "{size}");
+            assert_eq!(
+                read_in_chunks(body, size).unwrap().header,
+                ["A", "B"],
+                "{size}"
+            );
         }
         for size in 1..=5 {
             let err = read_in_chunks(b"\xEF\xBB\xBF\xEF\xBB", size).err();
