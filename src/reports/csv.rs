@@ -131,12 +131,18 @@ impl CsvStream {
         if let Start::Sniffing = self.start {
             self.prefix.extend_from_slice(chunk);
             let body = self.prefix.strip_prefix(b"\xEF\xBB\xBF");
-            let body = match body {
+            let mut body = match body {
                 Some(rest) => rest,
                 // A byte order mark may still be arriving.
                 None if b"\xEF\xBB\xBF".starts_with(&self.prefix) => return Ok(()),
                 None => &self.prefix[..],
             };
+            // A doubled mark too. Left to csv_core, which strips one more itself, it was stripped
+            // only when whole in csv_core's first input, and an input that is only a mark ended
+            // the data there: chunking changed the result.
+            while let Some(rest) = body.strip_prefix(b"\xEF\xBB\xBF") {
+                body = rest;
+            }
             // Leading blanks (and the byte order mark) are held, so more than a record's worth
             // is refused; counted the same whether they came in one chunk or many.
             let first = body.iter().position(|b| !b.is_ascii_whitespace());
@@ -146,8 +152,7 @@ impl CsvStream {
                     "body starts with more than {MAX_RECORD} bytes of white space"
                 )));
             }
-            // csv_core strips a byte order mark at the very start of its first input, but only a
-            // whole one: a second mark is held until whole, so chunking cannot change the header.
+            // The start of a further mark is held until it is whole (and stripped above).
             if first == Some(0) && body.len() < 3 && b"\xEF\xBB\xBF".starts_with(body) {
                 return Ok(());
             }
@@ -400,6 +405,14 @@ mod tests {
         for size in 1..=5 {
             let err = read_in_chunks(b"\xEF\xBB\xBF\xEF\xBB", size).err();
             assert_eq!(err.map(|e| e.reason()), Some("not_csv"), "{size}");
+        }
+        // Found by report_csv next (crash-dd11f7d7): a chunk ending just after the second mark
+        // gave csv_core an input that was only the mark, which it took for the end of the data.
+        let body = b"\xEF\xBB\xBF\xEF\xBB\xBF\xEF\xBB\xBFA\n\xEFo\n";
+        let whole = read_in_chunks(body, body.len()).err();
+        assert_eq!(whole.as_ref().map(|e| e.reason()), Some("invalid_value"));
+        for size in 1..body.len() {
+            assert_eq!(read_in_chunks(body, size).err(), whole, "{size}");
         }
     }
 
