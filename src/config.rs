@@ -1359,6 +1359,60 @@ fn tenants_from_file(
     Ok(tenants)
 }
 
+/// Checks a `--config.file` text as far as it can be checked without reading any other file
+/// (secret, certificate and token files are left alone): the YAML and its keys, the cloud
+/// settings, TTLs, report names, and tenant names. Returns the number of tenants. What the fuzz
+/// target `config_file` drives; [`Config::resolve`] applies the same rules and more.
+#[doc(hidden)]
+pub fn check_file_text(text: &str) -> Result<usize, ConfigError> {
+    let file: FileConfig =
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError(format!("config: {e}")))?;
+    let file_layer = Layer {
+        cloud: file.cloud,
+        graph_endpoint: named(&file.graph_endpoint, "graph_endpoint"),
+        authority_host: named(&file.authority_host, "authority_host"),
+        api_version: named(&file.api_version, "api_version"),
+        graph_format: file.graph_format.map(|f| (f, "graph_format".to_owned())),
+        scope: named(&file.scope, "scope"),
+    };
+    endpoints(&[&file_layer])?;
+    if let Some(ttl) = file.cache_ttl {
+        check_ttl(ttl, "cache_ttl")?;
+    }
+    selection(&file.reports, &file.report_ttl, "reports", "report_ttl")?;
+    if file.tenants.is_empty() {
+        return err("tenants: the list is empty");
+    }
+    let mut names: Vec<String> = Vec::with_capacity(file.tenants.len());
+    for t in &file.tenants {
+        let tenant_layer = Layer {
+            cloud: t.cloud,
+            graph_endpoint: named(&t.graph_endpoint, "graph_endpoint"),
+            authority_host: named(&t.authority_host, "authority_host"),
+            api_version: named(&t.api_version, "api_version"),
+            graph_format: t.graph_format.map(|f| (f, "graph_format".to_owned())),
+            scope: named(&t.scope, "scope"),
+        };
+        endpoints(&[&tenant_layer, &file_layer])?;
+        if let Some(ttl) = t.cache_ttl {
+            check_ttl(ttl, "cache_ttl")?;
+        }
+        selection(&t.reports, &t.report_ttl, "reports", "report_ttl")?;
+        let name = t.name.clone().or_else(|| t.tenant_id.clone());
+        match name {
+            Some(name) if !name.trim().is_empty() => {
+                if names.contains(&name) {
+                    return err(format!("tenants: {name:?} appears twice"));
+                }
+                names.push(name);
+            }
+            Some(_) => return err("tenants: a name must not be empty"),
+            None => {}
+        }
+    }
+    Ok(file.tenants.len())
+}
+
 /// A config file level's `reports` and `report_ttl`.
 fn selection(
     names: &Option<Vec<String>>,
@@ -1564,6 +1618,22 @@ mod tests {
         check("cache_ttl: 10s\ntenants: []\n", "cache_ttl");
         check("tenants:\n  - tenant_id: t\n    client_id: c\n    client_secret_file: /nope\n    cache_ttl: 5s\n", "tenants[0].cache_ttl");
         check("tenants: [", "line");
+    }
+
+    #[test]
+    fn the_fuzzers_file_check_applies_the_file_rules_without_reading_files() {
+        let readme = "cache_ttl: 1h\nreports: [user_counts]\nreport_ttl: {user_detail: 6h}\ntenants:\n  - name: a\n    tenant_id: t\n    client_id: c\n    client_secret_file: /nonexistent/secret\n  - tenant_id: u\n    cloud: usgov\n";
+        assert_eq!(check_file_text(readme).unwrap(), 2);
+        for bad in [
+            "tenants: []\n",
+            "tenants:\n  - name: a\n  - name: a\n",
+            "cache_ttl: 30s\ntenants:\n  - name: a\n",
+            "tenants:\n  - name: a\n    graph_endpoint: ftp://x\n",
+            "tenants:\n  - name: a\n    reports: [nope]\n",
+            "tenant: []\n",
+        ] {
+            assert!(check_file_text(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -142,6 +142,16 @@ impl State {
         let last_to_leave = excess.checked_sub(1)?;
         Some(self.report_requests[last_to_leave] + REPORT_WINDOW)
     }
+
+    /// Counts one request sent at `now` against the window, refusing it past `budget`.
+    fn count_request_at(&mut self, now: Instant, budget: usize) -> Result<(), Error> {
+        self.prune(now);
+        if self.report_requests.len() >= budget {
+            return Err(Error::OverBudget { budget });
+        }
+        self.report_requests.push_back(now);
+        Ok(())
+    }
 }
 
 /// One report of one tenant: what it fetches, and its state.
@@ -171,16 +181,7 @@ impl Report {
 
     /// Counts one request to Graph against the window, refusing it past the budget.
     fn count_request(&self) -> Result<(), Error> {
-        let now = Instant::now();
-        let mut state = self.state();
-        state.prune(now);
-        if state.report_requests.len() >= self.budget {
-            return Err(Error::OverBudget {
-                budget: self.budget,
-            });
-        }
-        state.report_requests.push_back(now);
-        Ok(())
+        self.state().count_request_at(Instant::now(), self.budget)
     }
 }
 
@@ -589,6 +590,103 @@ mod tests {
             assert!(many <= BACKOFF_MAX.mul_f64(1.2), "{many:?}");
             let short_ttl = backoff(5, Duration::from_secs(60));
             assert!(short_ttl <= Duration::from_secs(72), "{short_ttl:?}");
+        }
+    }
+}
+
+/// The request budget against any sequence of refreshes: successes, failures, Graph 401 retries
+/// and paged reports, at any spacing. proptest prints the failing sequence (and keeps it in
+/// `proptest-regressions/`), so a failure is reproducible.
+#[cfg(test)]
+mod budget_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One refresh a scrape would start: the wait before it, and its requests to Graph.
+    #[derive(Clone, Debug)]
+    struct Refresh {
+        /// Seconds since the previous refresh ended.
+        gap: u64,
+        /// Report requests it makes if nothing stops it: the first, one more after a Graph 401,
+        /// one per further page of a paged JSON report.
+        requests: usize,
+        /// Seconds between two of its requests (the download, a page).
+        step: u64,
+        /// It fails (a 5xx, a parse error) after this many requests, if fewer than `requests`.
+        fails_after: usize,
+    }
+
+    fn refresh() -> impl Strategy<Value = Refresh> {
+        (0u64..400, 1usize..8, 0u64..40, 1usize..8).prop_map(
+            |(gap, requests, step, fails_after)| Refresh {
+                gap,
+                requests,
+                step,
+                fails_after,
+            },
+        )
+    }
+
+    /// Runs the refreshes the way [`Tenant`] does: one starts only when
+    /// [`State::budget_allows_at`] lets it, each request goes through
+    /// [`State::count_request_at`]. Returns when each request was sent, and whether the budget
+    /// ever refused one of the first [`REPORT_REQUESTS_PER_REFRESH`] requests of a refresh it let
+    /// start (a CSV refresh, even with a 401 retry, must never be cut short).
+    fn run(budget: usize, refreshes: &[Refresh]) -> (Vec<Instant>, bool) {
+        let start = Instant::now();
+        let mut now = start;
+        let mut state = State::default();
+        let mut sent = Vec::new();
+        let mut first_requests_refused = false;
+        for r in refreshes {
+            now += Duration::from_secs(r.gap);
+            if state
+                .budget_allows_at(now, budget)
+                .is_some_and(|due| now < due)
+            {
+                continue;
+            }
+            let wanted = r.requests.min(r.fails_after);
+            for i in 0..wanted {
+                if i > 0 {
+                    now += Duration::from_secs(r.step);
+                }
+                match state.count_request_at(now, budget) {
+                    Ok(()) => sent.push(now),
+                    Err(_) => {
+                        first_requests_refused |= i < REPORT_REQUESTS_PER_REFRESH;
+                        break;
+                    }
+                }
+            }
+        }
+        (sent, first_requests_refused)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn never_more_than_the_budget_in_any_window(
+            json in any::<bool>(),
+            refreshes in prop::collection::vec(refresh(), 1..120),
+        ) {
+            let budget = if json { JSON_REPORT_BUDGET } else { REPORT_BUDGET };
+            let (sent, first_requests_refused) = run(budget, &refreshes);
+            for (i, first) in sent.iter().enumerate() {
+                let in_window = sent[i..]
+                    .iter()
+                    .take_while(|t| **t < *first + REPORT_WINDOW)
+                    .count();
+                prop_assert!(
+                    in_window <= budget,
+                    "{in_window} requests in the window from request {i} (budget {budget})"
+                );
+            }
+            prop_assert!(
+                !first_requests_refused,
+                "a refresh the budget let start was cut short within its first {REPORT_REQUESTS_PER_REFRESH} requests"
+            );
         }
     }
 }

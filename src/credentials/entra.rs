@@ -57,8 +57,15 @@ impl NumberOrString {
     }
 }
 
+/// The longest lifetime a token answer is believed: Entra ID's tokens live about an hour and
+/// managed identity's a day. A larger `expires_in` (or an `expires_on` centuries away) only
+/// makes the token be fetched again sooner; unbounded, it overflowed the clock arithmetic.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(2 * 86_400);
+
 /// Parses a 200 token answer; `sent` is when the request went out (the lifetime counts from it).
-pub(crate) fn parse_token_response(body: &[u8], sent: Instant) -> Result<AccessToken, Error> {
+/// Public for the fuzz target `token_response`.
+#[doc(hidden)]
+pub fn parse_token_response(body: &[u8], sent: Instant) -> Result<AccessToken, Error> {
     let invalid = |detail: String| Error::InvalidResponse {
         stage: Stage::Token,
         detail,
@@ -70,13 +77,18 @@ pub(crate) fn parse_token_response(body: &[u8], sent: Instant) -> Result<AccessT
     }
     let lifetime = match (&parsed.expires_in, &parsed.expires_on) {
         (Some(seconds), _) => seconds.value().map(Duration::from_secs),
-        (None, Some(unix)) => unix.value().map(|unix| {
-            let at = UNIX_EPOCH + Duration::from_secs(unix);
-            at.duration_since(SystemTime::now()).unwrap_or_default()
-        }),
+        (None, Some(unix)) => {
+            unix.value().map(
+                |unix| match UNIX_EPOCH.checked_add(Duration::from_secs(unix)) {
+                    Some(at) => at.duration_since(SystemTime::now()).unwrap_or_default(),
+                    None => MAX_TOKEN_LIFETIME,
+                },
+            )
+        }
         (None, None) => None,
     }
-    .ok_or_else(|| invalid("token response has no numeric expires_in or expires_on".into()))?;
+    .ok_or_else(|| invalid("token response has no numeric expires_in or expires_on".into()))?
+    .min(MAX_TOKEN_LIFETIME);
     Ok(AccessToken {
         value: Secret::new(parsed.access_token),
         expires_at: sent + lifetime,
@@ -186,7 +198,9 @@ pub async fn request_token(
 
 /// Turns an error answer of a token endpoint into [`Error::TokenRejected`]. Also used for managed
 /// identity endpoints, whose bodies have `error` and `error_description` but no AADSTS fields.
-pub(crate) fn rejection(status: u16, body: &[u8], retry_after: Option<Duration>) -> Error {
+/// Public for the fuzz target `token_response`.
+#[doc(hidden)]
+pub fn rejection(status: u16, body: &[u8], retry_after: Option<Duration>) -> Error {
     let parsed: TokenErrorBody = serde_json::from_slice(body).unwrap_or_default();
     let code = parsed.error_codes.first().copied().or_else(|| {
         // "AADSTS7000215: Invalid client secret provided..."
@@ -270,6 +284,21 @@ mod tests {
             b"<html>",
         ] {
             assert!(parse_token_response(bad, now).is_err());
+        }
+    }
+
+    #[test]
+    fn huge_lifetimes_are_capped_instead_of_overflowing_the_clock() {
+        // Found by fuzzing review: `sent + expires_in` and `UNIX_EPOCH + expires_on` panicked.
+        let now = Instant::now();
+        for body in [
+            r#"{"access_token":"x","expires_in":18446744073709551615}"#.to_owned(),
+            r#"{"access_token":"x","expires_in":"18446744073709551615"}"#.to_owned(),
+            r#"{"access_token":"x","expires_on":"18446744073709551615"}"#.to_owned(),
+            r#"{"access_token":"x","expires_in":99999999999}"#.to_owned(),
+        ] {
+            let token = parse_token_response(body.as_bytes(), now).unwrap();
+            assert_eq!(token.expires_at, now + MAX_TOKEN_LIFETIME, "{body}");
         }
     }
 

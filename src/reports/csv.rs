@@ -131,19 +131,33 @@ impl CsvStream {
         if let Start::Sniffing = self.start {
             self.prefix.extend_from_slice(chunk);
             let body = self.prefix.strip_prefix(b"\xEF\xBB\xBF");
-            let body = match body {
+            let mut body = match body {
                 Some(rest) => rest,
                 // A byte order mark may still be arriving.
                 None if b"\xEF\xBB\xBF".starts_with(&self.prefix) => return Ok(()),
                 None => &self.prefix[..],
             };
-            match body.iter().find(|b| !b.is_ascii_whitespace()) {
-                None => {
-                    if self.prefix.len() > MAX_RECORD {
-                        return Err(ParseError::NotCsv("body is only white space".into()));
-                    }
-                    return Ok(());
-                }
+            // A doubled mark too. Left to csv_core, which strips one more itself, it was stripped
+            // only when whole in csv_core's first input, and an input that is only a mark ended
+            // the data there: chunking changed the result.
+            while let Some(rest) = body.strip_prefix(b"\xEF\xBB\xBF") {
+                body = rest;
+            }
+            // Leading blanks (and the byte order mark) are held, so more than a record's worth
+            // is refused; counted the same whether they came in one chunk or many.
+            let first = body.iter().position(|b| !b.is_ascii_whitespace());
+            let blanks = self.prefix.len() - body.len() + first.unwrap_or(body.len());
+            if blanks > MAX_RECORD {
+                return Err(ParseError::NotCsv(format!(
+                    "body starts with more than {MAX_RECORD} bytes of white space"
+                )));
+            }
+            // The start of a further mark is held until it is whole (and stripped above).
+            if first == Some(0) && body.len() < 3 && b"\xEF\xBB\xBF".starts_with(body) {
+                return Ok(());
+            }
+            match first.map(|i| body[i]) {
+                None => return Ok(()),
                 Some(b'<') => return Err(ParseError::NotCsv("body looks like HTML or XML".into())),
                 Some(b'{') | Some(b'[') => {
                     return Err(ParseError::NotCsv("body looks like JSON".into()))
@@ -355,6 +369,51 @@ mod tests {
                 .reason(),
             "invalid_value"
         );
+    }
+
+    #[test]
+    fn long_leading_white_space_is_refused_whatever_the_chunking() {
+        // Found while writing the chunk-equivalence fuzz target: a body of more than MAX_RECORD
+        // blanks and then CSV was refused in small chunks but read in one.
+        let body = format!("\u{FEFF}{}A\n1\n", " ".repeat(MAX_RECORD));
+        let whole = read_in_chunks(body.as_bytes(), body.len()).err();
+        let chunked = read_in_chunks(body.as_bytes(), 1000).err();
+        assert_eq!(whole, chunked);
+        assert_eq!(whole.map(|e| e.reason()), Some("not_csv"));
+        let short = format!("{}A\n1\n", " ".repeat(MAX_RECORD - 3));
+        for size in [1000, short.len()] {
+            assert_eq!(
+                read_in_chunks(short.as_bytes(), size).unwrap().header,
+                ["A"]
+            );
+        }
+    }
+
+    #[test]
+    fn a_doubled_byte_order_mark_reads_the_same_whatever_the_chunking() {
+        // Found by the report_csv fuzz target (fuzz/artifacts crash-3921d7cf): with two marks,
+        // csv_core stripped the second only when it came whole in one chunk, so the first column
+        // was "Report Refresh Date" or "\u{FEFF}Report Refresh Date" depending on the chunks.
+        let body = b"\xEF\xBB\xBF\xEF\xBB\xBFA,B\n1,2\n";
+        for size in 1..=body.len() {
+            assert_eq!(
+                read_in_chunks(body, size).unwrap().header,
+                ["A", "B"],
+                "{size}"
+            );
+        }
+        for size in 1..=5 {
+            let err = read_in_chunks(b"\xEF\xBB\xBF\xEF\xBB", size).err();
+            assert_eq!(err.map(|e| e.reason()), Some("not_csv"), "{size}");
+        }
+        // Found by report_csv next (crash-dd11f7d7): a chunk ending just after the second mark
+        // gave csv_core an input that was only the mark, which it took for the end of the data.
+        let body = b"\xEF\xBB\xBF\xEF\xBB\xBF\xEF\xBB\xBFA\n\xEFo\n";
+        let whole = read_in_chunks(body, body.len()).err();
+        assert_eq!(whole.as_ref().map(|e| e.reason()), Some("invalid_value"));
+        for size in 1..body.len() {
+            assert_eq!(read_in_chunks(body, size).err(), whole, "{size}");
+        }
     }
 
     #[test]
