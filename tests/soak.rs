@@ -426,6 +426,17 @@ fn rss() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// The exporter's latest error of one report of a tenant, for failure messages.
+fn exporter_error(h: &Harness, tenant: &str, report: &str) -> String {
+    h.exporter
+        .tenants()
+        .iter()
+        .find(|t| t.name() == tenant)
+        .and_then(|t| t.status().into_iter().find(|s| s.kind.name == report))
+        .and_then(|s| s.last_error)
+        .unwrap_or_else(|| "none".to_owned())
+}
+
 /// Fails the run, naming the seed and the simulated time.
 fn die(seed: u64, elapsed: u64, msg: String) -> ! {
     panic!("[soak seed={seed} t={elapsed}s] {msg}")
@@ -891,15 +902,15 @@ impl Soak {
             let served = view.signature(r);
             if served != m.last_good {
                 fail(format!(
-                    "{} {}: serves {served:?}, the fake's latest good download was {:?}",
-                    name, REPORT_NAMES[r], m.last_good
+                    "{} {}: serves {served:?}, the fake's latest good download was {:?} (the exporter's last error: {})",
+                    name, REPORT_NAMES[r], m.last_good, exporter_error(&self.h, &name, REPORT_NAMES[r])
                 ));
             }
             if let Some(up) = m.up {
                 if view.up[r] != Some(f64::from(u8::from(up))) {
                     fail(format!(
-                        "{} {}: up is {:?}, the fake's answers say {up}",
-                        name, REPORT_NAMES[r], view.up[r]
+                        "{} {}: up is {:?}, the fake's answers say {up} ({good} good download(s) in {attempts} refresh(es); the exporter's last error: {})",
+                        name, REPORT_NAMES[r], view.up[r], exporter_error(&self.h, &name, REPORT_NAMES[r])
                     ));
                 }
             }
