@@ -198,6 +198,53 @@ impl Harness {
         }
     }
 
+    /// A harness around a fake the test started itself and tenant configurations it built
+    /// (any number of tenants, names, credentials and reports): the soak test's setup.
+    pub async fn serve(
+        fake: FakeGraph,
+        configs: &[TenantConfig],
+        concurrency: usize,
+        scrape_timeout: Duration,
+    ) -> Harness {
+        let clock = FrozenClock::new();
+        let ca = fake.ca_pem();
+        let http = http_client::build_with(&http_client::HttpOptions {
+            extra_ca_pem: Some(ca.as_bytes()),
+            proxy: None,
+            resolve: &[],
+        })
+        .unwrap();
+        let exporter = Arc::new(Exporter::new(configs, http, concurrency).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(server::run(
+            listener,
+            Arc::clone(&exporter),
+            ServerOptions {
+                telemetry_path: "/metrics".into(),
+                default_scrape_timeout: scrape_timeout,
+                reloader: None,
+                web: Default::default(),
+                health_without_auth: false,
+                sd_address: "exporter.example:10036".into(),
+                shard: Default::default(),
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Harness {
+            fake,
+            exporter,
+            base,
+            client: reqwest::Client::new(),
+            _clock: clock,
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
     /// GET a path of the exporter.
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.client
