@@ -167,35 +167,15 @@ impl Harness {
             resolve: &resolve,
         })
         .unwrap();
-        let exporter = Arc::new(Exporter::new(&configs, http, options.concurrency).unwrap());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(server::run(
-            listener,
-            Arc::clone(&exporter),
-            ServerOptions {
-                telemetry_path: "/metrics".into(),
-                default_scrape_timeout: options.scrape_timeout,
-                reloader: None,
-                web: Default::default(),
-                health_without_auth: false,
-                sd_address: "exporter.example:10036".into(),
-                shard: Default::default(),
-            },
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        Harness {
+        Harness::around(
+            clock,
             fake,
-            exporter,
-            base,
-            client: reqwest::Client::new(),
-            _clock: clock,
-            stop: Some(stop),
-            server: Some(server),
-        }
+            http,
+            &configs,
+            options.concurrency,
+            options.scrape_timeout,
+        )
+        .await
     }
 
     /// A harness around a fake the test started itself and tenant configurations it built
@@ -214,6 +194,18 @@ impl Harness {
             resolve: &[],
         })
         .unwrap();
+        Harness::around(clock, fake, http, configs, concurrency, scrape_timeout).await
+    }
+
+    /// The exporter over `configs` with the outbound client `http`, served on a loopback port.
+    async fn around(
+        clock: FrozenClock,
+        fake: FakeGraph,
+        http: http_client::HttpClient,
+        configs: &[TenantConfig],
+        concurrency: usize,
+        scrape_timeout: Duration,
+    ) -> Harness {
         let exporter = Arc::new(Exporter::new(configs, http, concurrency).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
