@@ -28,6 +28,9 @@ pub struct TenantSet {
     /// tenants those cost more than serving the cached body. Only ever early, never late: a
     /// tenant's due time only moves forward, and a running refresh keeps it at "now".
     next_due: AtomicU64,
+    /// The same, per tenant (by position), for `/probe`: a probe before it serves the tenant's
+    /// cached body without looking at its reports. Set by each probe that looks.
+    probe_due: Vec<AtomicU64>,
 }
 
 impl std::ops::Deref for TenantSet {
@@ -75,6 +78,7 @@ impl TenantSet {
                 .enumerate()
                 .map(|(i, t)| (t.name().to_owned(), i))
                 .collect(),
+            probe_due: tenants.iter().map(|_| AtomicU64::new(0)).collect(),
             tenants,
             next_due: AtomicU64::new(0),
         }
@@ -154,7 +158,11 @@ impl Exporter {
         let mut summary = ReloadSummary::default();
         let mut next = Vec::with_capacity(configs.len());
         for config in &configs {
-            match current.iter().find(|t| t.name() == config.name) {
+            match current
+                .by_name
+                .get(&config.name)
+                .map(|&i| &current.tenants[i])
+            {
                 Some(tenant) if tenant.config() == config => {
                     summary.kept += 1;
                     next.push(Arc::clone(tenant));
@@ -175,8 +183,10 @@ impl Exporter {
                 }
             }
         }
+        let names: std::collections::HashSet<&str> =
+            configs.iter().map(|c| c.name.as_str()).collect();
         for tenant in current.iter() {
-            if !configs.iter().any(|c| c.name == tenant.name()) {
+            if !names.contains(tenant.name()) {
                 summary.removed.push(tenant.name().to_owned());
             }
         }
@@ -237,25 +247,45 @@ impl Exporter {
     /// single flight, budget and Retry-After rules as a scrape of /metrics), waiting at most
     /// `budget`. `None`: no such tenant (in this shard).
     pub async fn probe(&self, target: &str, budget: Duration) -> Option<bytes::Bytes> {
-        let tenant = {
-            let tenants = self.tenants.load();
-            Arc::clone(&tenants.tenants[*tenants.by_name.get(target)?])
-        };
+        let tenants = self.tenants();
+        let index = *tenants.by_name.get(target)?;
+        let tenant = Arc::clone(&tenants.tenants[index]);
         let now = Instant::now();
         let wait_until = now + budget;
+        let mut running = Vec::new();
+        let mut due = u64::MAX;
         for freshness in tenant.ensure_fresh(now) {
-            if let Freshness::Refreshing(mut refresh) = freshness {
-                // Err: the refresh ended (its sender is dropped), which is what we wait for.
-                if tokio::time::timeout_at(wait_until, refresh.changed())
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(tenant = %tenant.name(), "Probe deadline reached while a refresh runs; serving the cache");
-                    break;
+            match freshness {
+                Freshness::Refreshing(refresh) => {
+                    running.push(refresh);
+                    due = 0;
                 }
+                Freshness::Until(until) => due = due.min(self.nanos(until)),
+            }
+        }
+        tenants.probe_due[index].store(due, Ordering::Release);
+        drop(tenants);
+        for mut refresh in running {
+            // Err: the refresh ended (its sender is dropped), which is what we wait for.
+            if tokio::time::timeout_at(wait_until, refresh.changed())
+                .await
+                .is_err()
+            {
+                tracing::debug!(tenant = %tenant.name(), "Probe deadline reached while a refresh runs; serving the cache");
+                break;
             }
         }
         Some(tenant.probe_body())
+    }
+
+    /// One tenant's `/probe` body from its cache when none of its reports can be due yet;
+    /// `None` when a probe must look ([`Exporter::probe`]), or there is no such tenant.
+    pub fn cached_probe(&self, target: &str) -> Option<bytes::Bytes> {
+        let now = self.nanos(Instant::now());
+        let tenants = self.tenants.load();
+        let index = *tenants.by_name.get(target)?;
+        (now < tenants.probe_due[index].load(Ordering::Acquire))
+            .then(|| tenants.tenants[index].probe_body())
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -276,7 +306,7 @@ impl Exporter {
             now,
             || {
                 let parts: Vec<_> = self.tenants().iter().map(|t| t.parts()).collect();
-                self.metrics.render_cached(&parts)
+                Arc::new(self.metrics.body(parts))
             },
             || self.metrics.render_process(),
         )

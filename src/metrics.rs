@@ -35,6 +35,153 @@ pub struct TenantParts {
     pub status: Arc<Lines>,
 }
 
+/// Which lines of a tenant a section shows.
+#[derive(Clone, Copy)]
+enum Pick {
+    /// Family `family` of the tenant's report of `kind`.
+    Report {
+        /// The report.
+        kind: ReportKind,
+        /// Its family, by position in the kind's families.
+        family: usize,
+    },
+    /// Status family `f` ([`status::FAMILIES`] order).
+    Status(usize),
+}
+
+/// One metric family of a [`Body`].
+struct Section {
+    /// `# HELP` and `# TYPE`.
+    header: String,
+    /// Whose lines.
+    pick: Pick,
+}
+
+impl Section {
+    fn new(name: &str, kind: &str, help: &str, pick: Pick) -> Section {
+        Section {
+            header: format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"),
+            pick,
+        }
+    }
+}
+
+/// The stable part of /metrics for one generation, as the lines the tenants hold
+/// ([`crate::exposition::Source`]): with ten thousand tenants its text is tens of MB, which this
+/// does not hold a second time. Families without a line are left out, HELP and all.
+pub struct Body {
+    /// Whose lines, in order.
+    tenants: Vec<TenantParts>,
+    /// The families that have lines, in order.
+    sections: Vec<Section>,
+    /// The registry's text, last.
+    registry: Vec<u8>,
+    /// The text's length, counted once.
+    len: usize,
+}
+
+impl Body {
+    fn new(tenants: Vec<TenantParts>, sections: Vec<Section>, registry: Vec<u8>) -> Body {
+        let mut body = Body {
+            tenants,
+            sections: Vec::new(),
+            registry,
+            len: 0,
+        };
+        body.sections = sections
+            .into_iter()
+            .filter(|section| {
+                body.tenants
+                    .iter()
+                    .any(|t| body.lines(section.pick, t).any(|l| !l.is_empty()))
+            })
+            .collect();
+        body.len = body.count();
+        body
+    }
+
+    fn count(&self) -> usize {
+        let lines: usize = self
+            .sections
+            .iter()
+            .map(|section| {
+                section.header.len()
+                    + self
+                        .tenants
+                        .iter()
+                        .flat_map(|t| self.lines(section.pick, t))
+                        .map(str::len)
+                        .sum::<usize>()
+            })
+            .sum();
+        lines + self.registry.len()
+    }
+
+    /// The lines of `tenant` that `pick` names.
+    fn lines<'a>(&self, pick: Pick, tenant: &'a TenantParts) -> impl Iterator<Item = &'a str> {
+        let (reports, status) = match pick {
+            Pick::Report { kind, family } => (Some((kind, family)), None),
+            Pick::Status(f) => (None, Some(tenant.status[f].as_str())),
+        };
+        let reports = reports.into_iter().flat_map(move |(kind, family)| {
+            tenant
+                .reports
+                .iter()
+                .filter(move |c| c.kind == kind)
+                .filter_map(move |c| c.encoded.families.get(family).map(String::as_str))
+        });
+        reports.chain(status)
+    }
+
+    /// The text in one piece.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(crate::exposition::Source::len(self));
+        crate::exposition::Source::write(
+            self,
+            &mut crate::exposition::Position::default(),
+            &mut out,
+            usize::MAX,
+        );
+        out
+    }
+}
+
+/// Item 0 of a section is its header, item `1 + i` tenant `i`'s lines; the section after the
+/// families is the registry.
+impl crate::exposition::Source for Body {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn write(&self, position: &mut crate::exposition::Position, out: &mut Vec<u8>, want: usize) {
+        while out.len() < want {
+            let Some(section) = self.sections.get(position.section) else {
+                if position.section == self.sections.len() {
+                    out.extend_from_slice(&self.registry);
+                    position.section += 1;
+                }
+                return;
+            };
+            match position.item.checked_sub(1) {
+                None => out.extend_from_slice(section.header.as_bytes()),
+                Some(t) => match self.tenants.get(t) {
+                    Some(tenant) => {
+                        for line in self.lines(section.pick, tenant) {
+                            out.extend_from_slice(line.as_bytes());
+                        }
+                    }
+                    None => {
+                        position.section += 1;
+                        position.item = 0;
+                        continue;
+                    }
+                },
+            }
+            position.item += 1;
+        }
+    }
+}
+
 /// The exporter-wide self-metrics, and the HELP texts of every family.
 pub struct Metrics {
     /// Histograms and build info, which change only when a refresh ends.
@@ -130,67 +277,49 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The families of `tenants`, each family once with its HELP and TYPE.
-    fn render_tenants(&self, tenants: &[TenantParts], out: &mut Vec<u8>) {
-        let mut family =
-            |name: &str, kind: &str, help: &str, lines: &mut dyn Iterator<Item = &str>| {
-                let mut lines = lines.filter(|l| !l.is_empty()).peekable();
-                if lines.peek().is_none() {
-                    return;
-                }
-                out.extend_from_slice(
-                    format!("# HELP {name} {help}\n# TYPE {name} {kind}\n").as_bytes(),
-                );
-                for l in lines {
-                    out.extend_from_slice(l.as_bytes());
-                }
-            };
+    /// The stable body of `tenants`: each family once with its HELP and TYPE, every tenant's
+    /// lines of it, then the exporter-wide registry (histograms, build info). It holds the
+    /// tenants' lines (shared, not copied) and writes the text out on demand.
+    pub fn body(&self, tenants: Vec<TenantParts>) -> Body {
+        let mut registry = Vec::with_capacity(16 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut registry)
+            .expect("encoding into a Vec cannot fail");
+        self.body_with(tenants, registry)
+    }
+
+    fn body_with(&self, tenants: Vec<TenantParts>, registry: Vec<u8>) -> Body {
+        let mut sections = Vec::new();
         for (k, kind) in KINDS.iter().enumerate() {
-            for (f, fam) in kind.families.iter().enumerate() {
-                let mut lines = tenants.iter().flat_map(|t| {
-                    t.reports
-                        .iter()
-                        .filter(|c| c.kind == *kind)
-                        .filter_map(move |c| c.encoded.families.get(f).map(String::as_str))
-                });
-                family(fam.name, "gauge", &self.report_help[k][f], &mut lines);
+            for (f, family) in kind.families.iter().enumerate() {
+                let pick = Pick::Report { kind, family: f };
+                sections.push(Section::new(
+                    family.name,
+                    "gauge",
+                    &self.report_help[k][f],
+                    pick,
+                ));
             }
         }
         for (f, (name, kind)) in status::FAMILIES.iter().enumerate() {
-            let mut lines = tenants.iter().map(|t| t.status[f].as_str());
-            family(name, kind, &self.status_help[f], &mut lines);
+            sections.push(Section::new(
+                name,
+                kind,
+                &self.status_help[f],
+                Pick::Status(f),
+            ));
         }
+        Body::new(tenants, sections, registry)
     }
 
-    /// The part of /metrics that changes only with refreshes: every tenant's report gauges and
-    /// status series, family by family, then the exporter-wide self-metrics.
+    /// The stable body of `tenants` in one piece ([`Metrics::body`], written out).
     pub fn render_cached(&self, tenants: &[TenantParts]) -> Vec<u8> {
-        // The exact size of the tenants' lines, plus room for HELP texts and the registry: with
-        // ten thousand tenants a growing Vec would leave tens of MB of slack in the body.
-        let lines: usize = tenants
-            .iter()
-            .map(|t| {
-                let reports: usize = t
-                    .reports
-                    .iter()
-                    .flat_map(|c| c.encoded.families.iter().map(String::len))
-                    .sum();
-                reports + t.status.iter().map(String::len).sum::<usize>()
-            })
-            .sum();
-        let mut out = Vec::with_capacity(lines + 64 * 1024);
-        self.render_tenants(tenants, &mut out);
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
-            .expect("encoding into a Vec cannot fail");
-        out
+        self.body(tenants.to_vec()).to_vec()
     }
 
     /// One tenant's series, for `/probe`.
     pub fn render_tenant(&self, tenant: &TenantParts) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 * 1024);
-        self.render_tenants(std::slice::from_ref(tenant), &mut out);
-        out
+        self.body_with(vec![tenant.clone()], Vec::new()).to_vec()
     }
 
     /// The process_* metrics (CPU, memory, file descriptors), which change all the time.
@@ -353,6 +482,44 @@ mod tests {
             !probe.contains("build_info"),
             "the exporter's own series stay on /metrics"
         );
+    }
+
+    #[test]
+    fn the_body_written_piece_by_piece_is_the_body_written_whole() {
+        use crate::exposition::{Position, Source};
+        let metrics = Metrics::new("1h");
+        metrics.observe(&user_counts::KIND, None, Duration::from_secs(1));
+        let body = metrics.body((0..50).map(|i| tenant(&format!("t{i}"), i)).collect());
+        let whole = body.to_vec();
+        assert_eq!(whole.len(), body.len(), "the length is exact");
+        for want in [1, 100, 4096] {
+            let (mut position, mut out) = (Position::default(), Vec::new());
+            loop {
+                let mut piece = Vec::new();
+                body.write(&mut position, &mut piece, want);
+                if piece.is_empty() {
+                    break;
+                }
+                out.extend_from_slice(&piece);
+            }
+            assert!(out == whole, "pieces of {want} bytes");
+        }
+        let text = String::from_utf8(whole).unwrap();
+        assert_eq!(
+            text.matches("# TYPE office365_activations_up gauge")
+                .count(),
+            1
+        );
+        assert!(
+            text.rfind("office365_activations_up{").unwrap()
+                < text
+                    .find("# TYPE office365_activations_exporter_build_info")
+                    .unwrap(),
+            "the registry comes after the tenants"
+        );
+        assert!(text.contains(
+            "office365_activations_refresh_duration_seconds_count{report=\"user_counts\"} 1"
+        ));
     }
 
     #[test]

@@ -140,23 +140,34 @@ where
 }
 
 /// The answer to a scrape the cache serves without waiting, if `request` is one: GET of the
-/// telemetry path, no basic auth configured, no tenant due for a refresh.
+/// telemetry path (no tenant due for a refresh) or of `/probe` (its tenant not due), no basic
+/// auth configured.
 fn cached_scrape(
     exporter: &Exporter,
     options: &ServerOptions,
     request: &Request<Incoming>,
 ) -> Option<Response<Payload>> {
-    if options.web.auth.is_some()
-        || request.method() != Method::GET
-        || request.uri().path() != options.telemetry_path
-    {
+    if options.web.auth.is_some() || request.method() != Method::GET {
         return None;
     }
-    let snapshot = exporter.cached()?;
-    Some(with_extra_headers(
-        metrics_response(&snapshot, request),
-        options,
-    ))
+    let path = request.uri().path();
+    let answer = if path == options.telemetry_path {
+        metrics_response(&*exporter.cached()?, request)
+    } else if path == "/probe" {
+        let body = exporter.cached_probe(&probe_target(request.uri().query())?)?;
+        response(StatusCode::OK, METRICS_CONTENT_TYPE, body)
+    } else {
+        return None;
+    };
+    Some(with_extra_headers(answer, options))
+}
+
+/// The `target` of a `/probe` query, URL-decoded; `None` when missing or empty.
+fn probe_target(query: Option<&str>) -> Option<std::borrow::Cow<'_, str>> {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(key, _)| key == "target")
+        .map(|(_, value)| value)
+        .filter(|value| !value.is_empty())
 }
 
 /// Adds the web config's `http_server_config.headers`.
@@ -300,15 +311,7 @@ async fn probe(
     request: &Request<Incoming>,
 ) -> Response<Payload> {
     const TEXT: &str = "text/plain; charset=utf-8";
-    let query = request.uri().query().unwrap_or("");
-    let target = reqwest::Url::parse(&format!("http://probe/?{query}"))
-        .ok()
-        .and_then(|url| {
-            url.query_pairs()
-                .find(|(key, _)| key == "target")
-                .map(|(_, value)| value.into_owned())
-        });
-    let Some(target) = target.filter(|t| !t.is_empty()) else {
+    let Some(target) = probe_target(request.uri().query()) else {
         return response(
             StatusCode::BAD_REQUEST,
             TEXT,

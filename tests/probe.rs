@@ -204,6 +204,48 @@ async fn a_probe_refreshes_under_the_ttl() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_probe_within_the_ttl_is_answered_from_the_cache_until_a_report_can_be_due() {
+    let h = Harness::with(Options {
+        ttl: Duration::from_secs(300),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(h.exporter.cached_probe("contoso"), None, "never looked at");
+    let first = probe_ok(&h, "contoso").await;
+    assert_eq!(
+        h.exporter.cached_probe("contoso"),
+        None,
+        "that probe waited for a refresh: the next one looks again"
+    );
+    let second = probe_ok(&h, "contoso").await;
+    let cached = h
+        .exporter
+        .cached_probe("contoso")
+        .expect("nothing due for 270 s");
+    assert_eq!(String::from_utf8_lossy(&cached), second.text);
+    assert_eq!(first.text, second.text);
+    let served = probe_ok(&h, "contoso").await;
+    assert_eq!(
+        served.text, second.text,
+        "the server's cached path serves the same"
+    );
+    assert_eq!(h.exporter.cached_probe("fabrikam"), None, "per tenant");
+    assert_eq!(h.exporter.cached_probe("nobody"), None);
+    // Expiry is jittered into the last 10% of the TTL: the cache answers only before that.
+    advance(Duration::from_secs(269)).await;
+    assert!(h.exporter.cached_probe("contoso").is_some());
+    advance(Duration::from_secs(31)).await;
+    assert_eq!(
+        h.exporter.cached_probe("contoso"),
+        None,
+        "due: a probe must look"
+    );
+    probe_ok(&h, "contoso").await;
+    assert_eq!(h.stats(0).report_requests, 2);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn two_concurrent_probes_and_a_scrape_cause_one_report_request() {
     let h = Harness::start().await;
     h.fake
