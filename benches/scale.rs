@@ -595,8 +595,8 @@ async fn scale_out(n: usize, seconds: u64) {
     println!();
     println!("## Scale-out: {n} tenants, 5 products each, fake Graph at {} ms per call, --refresh.concurrency {CONCURRENCY}", LATENCY.as_millis());
     println!();
-    println!("| reports | series per tenant | RSS before any refresh (per tenant) | RSS loaded, idle | peak RSS, 64 scrapes | /metrics plain / gzip | /metrics time (plain, cached) | cold load / bound |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| reports | series per tenant | RSS before any refresh (per tenant) | RSS loaded, idle | peak RSS, 64 scrapes | /metrics plain / gzip | /metrics time (plain, cached) | cold load / bound | CPU during the load: exporter / fake (bench) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut probe_rows = Vec::new();
     for reports in ["user_counts", "user_counts,activation_counts"] {
         let fake = fake(n).await;
@@ -615,7 +615,11 @@ async fn scale_out(n: usize, seconds: u64) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let (rss_before, _, _) = proc_status(pid);
         let metrics = format!("http://{}/metrics", exporter.address);
+        let cpu_before = (cpu_seconds(pid), cpu_seconds(std::process::id()));
         let (_, cold) = get(&metrics, &[("X-Prometheus-Scrape-Timeout-Seconds", "3600")]).await;
+        // What the load cost each side: above the 2 cores' share, CPU, not latency, bounds it.
+        let cpu_exporter = cpu_seconds(pid) - cpu_before.0;
+        let cpu_fake = cpu_seconds(std::process::id()) - cpu_before.1;
         // Token, report request, download: three calls of LATENCY per refresh of a report.
         let kinds = reports.split(',').count();
         let bound = LATENCY * 3 * (n * kinds) as u32 / CONCURRENCY as u32;
@@ -632,7 +636,7 @@ async fn scale_out(n: usize, seconds: u64) {
         let _ = wrk(&metrics, 64, seconds, &["Accept-Encoding: gzip"]).await;
         let (_, peak, _) = proc_status(pid);
         println!(
-            "| {reports} | {series} | {} ({:.1} KiB) | {} | {} | {} / {} | {:.0} ms | {:.1} s / {:.1} s ({:+.0}%) |",
+            "| {reports} | {series} | {} ({:.1} KiB) | {} | {} | {} / {} | {:.0} ms | {:.1} s / {:.1} s ({:+.0}%) | {cpu_exporter:.1} / {cpu_fake:.1} s |",
             mib(rss_before),
             rss_before.saturating_sub(rss_one) as f64 / 1024.0 / n as f64,
             mib(rss_loaded),

@@ -79,6 +79,18 @@ fn demo_tenants(fake: &FakeGraph, config: &Config) -> Result<Vec<TenantConfig>, 
         .collect())
 }
 
+/// Gives the memory freed after reading a configuration back to the system. Parsing a file of
+/// ten thousand tenants peaks at about 20 MB more than what it leaves (the YAML parser holds every
+/// event of the document); glibc keeps such freed pages mapped, and the process's RSS would
+/// keep that peak for its whole life.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator to the system.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Re-reads the configuration with `resolve` and applies its tenants to `exporter`; logs and
 /// returns what changed. The demo's tenants are fixed.
 fn reload(
@@ -90,6 +102,7 @@ fn reload(
         return Err("the demo's tenants are fixed; nothing to reload".into());
     }
     let result = exporter.reload_from(|| resolve().map(|config| config.tenants));
+    release_free_memory();
     match &result {
         Ok(summary) => tracing::info!(
             added = ?summary.added,
@@ -106,11 +119,14 @@ fn reload(
 /// Binds the listen address and serves until `shutdown` completes. `resolve` re-reads the
 /// configuration for SIGHUP and POST /-/reload.
 pub async fn serve(
-    config: Config,
+    mut config: Config,
     resolve: impl Fn() -> Result<Config, String> + Send + Sync + 'static,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AppError> {
     let setup = setup(&config).await?;
+    // Each tenant keeps its own copy; with ten thousand tenants this one is megabytes.
+    config.tenants = Vec::new();
+    release_free_memory();
     let listener = TcpListener::bind(&config.listen_address)
         .await
         .map_err(|e| {
