@@ -352,7 +352,7 @@ async fn sd_advertises_the_listen_address_by_default() {
 }
 
 /// The default `--web.sd-address` is the listen address as configured, not as bound: with
-/// port 0 it advertises port 0 (src/config.rs `advertised`; src/app.rs keeps it after binding).
+/// port 0 it advertises port 0 (src/config/values.rs `advertised`; src/app.rs keeps it after binding).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sd_advertises_the_bound_port_when_listening_on_port_0() {
     let dir = tempfile::tempdir().unwrap();

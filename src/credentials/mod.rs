@@ -10,7 +10,7 @@
 //! | `workload_identity` | [`workload_identity::WorkloadIdentity`] | the projected Kubernetes token as assertion |
 //! | `managed_identity` | [`managed_identity::ManagedIdentity`] | nothing: IMDS or App Service vouches |
 //!
-//! [`CredentialConfig`] is the validated choice (see `config.rs` for the order in which a method is
+//! [`CredentialConfig`] is the validated choice (see `Config::resolve` in config/mod.rs for the order in which a method is
 //! picked when `--auth.method` does not force one) and [`build`] turns it into a credential. A
 //! [`TokenCache`] wraps one and reuses its token until shortly before it expires, so a tenant costs
 //! one token request per token lifetime, not one per refresh. Token values live in [`Secret`],
