@@ -652,7 +652,7 @@ async fn scale_out(n: usize, seconds: u64) {
             let base = baseline(&probe_body, &probe_body).await;
             let base_url = format!("http://{}/probe?target=tenant-0", base.address);
             let mut rounds = Vec::new();
-            for _ in 0..3 {
+            for _ in 0..5 {
                 let ours = measured(pid, wrk(&probe, 64, seconds, &[])).await;
                 let theirs =
                     measured(base.child.id().unwrap(), wrk(&base_url, 64, seconds, &[])).await;
@@ -662,28 +662,30 @@ async fn scale_out(n: usize, seconds: u64) {
                 let ratio = |r: &(Load, Load)| r.0.requests_per_second / r.1.requests_per_second;
                 ratio(a).total_cmp(&ratio(b))
             });
-            probe_rows.push(rounds[1]);
+            probe_rows.push(rounds[rounds.len() / 2]);
         }
         exporter.child.kill().await.ok();
         fake.shutdown().await;
     }
     println!();
-    println!("/probe?target=tenant-0 ({n} tenants loaded, user counts), 64 connections, median of 3 interleaved rounds:");
+    println!("/probe?target=tenant-0 ({n} tenants loaded, user counts), 64 connections, median of 5 interleaved rounds:");
     println!();
     println!(
-        "| exporter req/s | baseline req/s | ratio | exporter p50 / p99 | baseline p50 / p99 |"
+        "| exporter req/s | baseline req/s | ratio | exporter p50 / p99 | baseline p50 / p99 | CPU per request exporter / baseline |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (ours, theirs) in probe_rows {
         println!(
-            "| {:.0} | {:.0} | **{:.2}** | {:.2} / {:.2} ms | {:.2} / {:.2} ms |",
+            "| {:.0} | {:.0} | **{:.2}** | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {:.1} / {:.1} µs |",
             ours.requests_per_second,
             theirs.requests_per_second,
             ours.requests_per_second / theirs.requests_per_second,
             ours.p50_ms,
             ours.p99_ms,
             theirs.p50_ms,
-            theirs.p99_ms
+            theirs.p99_ms,
+            ours.cpu_us,
+            theirs.cpu_us
         );
     }
 }
