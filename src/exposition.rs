@@ -517,6 +517,38 @@ mod tests {
         assert_eq!(sent(small.plain_parts()), (b"small\n".to_vec(), 1));
     }
 
+    #[tokio::test]
+    async fn hyper_sends_a_written_out_body_with_its_exact_length() {
+        let stable: Vec<u8> = (0..)
+            .flat_map(|i| format!("metric{{tenant=\"t{i}\"}} {i}\n").into_bytes())
+            .take(KEEP_WHOLE_UP_TO + PIECE / 2)
+            .collect();
+        let source: Arc<dyn Source> = Arc::new(stable.clone());
+        let snapshot =
+            Exposition::default().snapshot(1, Instant::now(), || source, || b"live\n".to_vec());
+        assert!(snapshot.stable.plain.is_none());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |_| {
+                let body = snapshot.plain_parts();
+                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(body)) }
+            });
+            hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+        });
+        let answer = reqwest::get(format!("http://{address}/")).await.unwrap();
+        let length = answer.content_length();
+        let body = answer.bytes().await.unwrap();
+        let mut expected = stable;
+        expected.extend_from_slice(b"live\n");
+        assert_eq!(length, Some(expected.len() as u64), "Content-Length");
+        assert!(body[..] == expected[..], "the body as sent");
+        server.abort();
+    }
+
     #[test]
     fn accept_encoding_is_parsed() {
         assert!(accepts_gzip("gzip"));
