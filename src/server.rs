@@ -13,7 +13,7 @@
 //! after [`STALL_TIMEOUT`] without progress, an idle kept-alive connection closes after
 //! [`IDLE_TIMEOUT`], and a request head over [`MAX_REQUEST_HEAD`] or a body over
 //! [`MAX_REQUEST_BODY`] is refused. Each closing is counted in
-//! `office365_activations_http_connections_closed_total{reason}`.
+//! `office365_activations_exporter_http_connections_closed_total{reason}`.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -99,9 +99,10 @@ pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// (Go's HTTP client, Prometheus's, retries a GET on a reused connection the server closed).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The largest request head accepted; a larger one is answered 431 (a request line over it,
-/// 414) and the connection closed. Scrapes send a few hundred bytes; 32 KiB leaves room for a
-/// browser's cookies on the landing page while bounding what a connection buffers.
+/// The largest request head accepted (request line included); a larger one is answered 431 and
+/// the connection closed. Scrapes send a few hundred bytes; 32 KiB leaves room for a browser's
+/// cookies on the landing page while bounding what a connection buffers (hyper's default: about
+/// 400 KiB).
 pub const MAX_REQUEST_HEAD: usize = 32 * 1024;
 
 /// The largest request body a request may announce (Content-Length); a larger one is answered
@@ -171,8 +172,8 @@ impl Limit {
     }
 }
 
-/// `office365_activations_http_connections_closed_total`, process-wide like `process_*` (there
-/// is one server per process), and each reason's counter resolved once.
+/// `office365_activations_exporter_http_connections_closed_total`, process-wide like
+/// `process_*` (one server per process), and each reason's counter resolved once.
 struct LimitCounters {
     family: prometheus::IntCounterVec,
     each: Vec<prometheus::IntCounter>,
@@ -192,7 +193,10 @@ static LIMIT_COUNTERS: LazyLock<LimitCounters> = LazyLock::new(|| {
         MAX_REQUEST_BODY / 1024,
     );
     let family = prometheus::IntCounterVec::new(
-        prometheus::Opts::new("office365_activations_http_connections_closed_total", help),
+        prometheus::Opts::new(
+            "office365_activations_exporter_http_connections_closed_total",
+            help,
+        ),
         &["reason"],
     )
     .expect("a valid metric");
@@ -372,7 +376,7 @@ async fn serve_connection<I>(
         Ok(()) => {}
         Err(error) if error.is_parse_too_large() => {
             count(Limit::TooLarge);
-            tracing::debug!(%error, "Request head too large; answered 431 or 414");
+            tracing::debug!(%error, "Request head too large; answered 431");
         }
         Err(error) => tracing::debug!(%error, "Connection ended with an error"),
     }
