@@ -166,7 +166,11 @@ pub async fn serve(
         },
         shard: config.shard,
     };
-    server::run(listener, setup.exporter, options, shutdown).await;
+    let limits = server::Limits {
+        max_connections: config.max_connections,
+        ..server::Limits::default()
+    };
+    server::run_with(listener, setup.exporter, options, limits, shutdown).await;
     #[cfg(unix)]
     hangups.abort();
     tracing::info!("Stopped");

@@ -231,6 +231,10 @@ impl Metrics {
             ).unwrap()))
             .expect("metric names are distinct");
         let process = Registry::new();
+        // The HTTP server's limits counter changes at any time, like process_*.
+        process
+            .register(crate::server::limit_counters())
+            .expect("metric names are distinct");
         #[cfg(target_os = "linux")]
         process
             .register(Box::new(ProcessMetrics::new()))

@@ -5,24 +5,40 @@
 //! this process), `/probe?target=<tenant>` one tenant's, `/sd` the tenants as Prometheus HTTP
 //! service discovery, `/-/healthy` answers without touching Graph, `/-/ready` once every tenant
 //! has loaded its reports, POST `/-/reload` when the lifecycle API is enabled.
+//!
+//! Limits ([`Limits`]) keep a flood of connections, clients that never finish a request and
+//! clients that never read their answer from starving scrapes or growing memory: at most
+//! `--web.max-connections` connections at once (more are answered 503 and closed), a request head
+//! must arrive whole within [`HEADER_READ_TIMEOUT`], an answer the client stops reading is cut
+//! after [`STALL_TIMEOUT`] without progress, an idle kept-alive connection closes after
+//! [`IDLE_TIMEOUT`], and a request head over [`MAX_REQUEST_HEAD`] or a body over
+//! [`MAX_REQUEST_BODY`] is refused. Each closing is counted in
+//! `office365_activations_exporter_http_connections_closed_total{reason}`.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::Either;
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{
-    HeaderValue, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY,
-    WWW_AUTHENTICATE,
+    HeaderValue, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE,
+    VARY, WWW_AUTHENTICATE,
 };
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
 
 use crate::exporter::Exporter;
 use crate::exposition::{accepts_gzip, Payload, Snapshot};
@@ -57,18 +73,175 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Open connections get this long to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// `--web.max-connections` by default: Prometheus's own default for its flag of that name. A
+/// Prometheus needs one or two connections per exporter; the rest is headroom for people and
+/// probes. Each connection costs a few tens of KiB at most (buffers, TLS state; the /metrics body
+/// is shared, never copied per connection), so the cap also bounds memory.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+
+/// A request head (request line and headers) must arrive whole within this time: counted from
+/// the accept for a connection's first request, so one that connects and sends nothing holds its
+/// slot no longer, and from the request's first byte on a kept-alive connection. A scrape's head
+/// is a few hundred bytes sent at once; this only ever cuts slowloris clients, which trickle a
+/// head to hold connections. (hyper's own `header_read_timeout` would also count the idle time
+/// between requests and so close the kept-alive connections Prometheus reuses: it is off.)
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection whose client reads nothing of its answer for this long (the socket stays full:
+/// no byte written) is closed. A Prometheus that gave up closes its connection itself; this
+/// frees what a dead peer or a client that never reads would otherwise hold until TCP gives up
+/// (about 15 minutes). A slow reader that makes progress is never cut.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A kept-alive connection without a request for this long is closed: longer than the usual
+/// scrape intervals, so Prometheus keeps reusing its connection between scrapes, yet a slot that
+/// a client holds idle comes back. A client whose idle connection was closed connects anew
+/// (Go's HTTP client, Prometheus's, retries a GET on a reused connection the server closed).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The largest request head accepted (request line included); a larger one is answered 431 and
+/// the connection closed. Scrapes send a few hundred bytes; 32 KiB leaves room for a browser's
+/// cookies on the landing page while bounding what a connection buffers (hyper's default: about
+/// 400 KiB).
+pub const MAX_REQUEST_HEAD: usize = 32 * 1024;
+
+/// The largest request body a request may announce (Content-Length); a larger one is answered
+/// 413 and the connection closed. No endpoint reads a body (POST /-/reload needs none): bodies
+/// are never buffered, at most drained if they arrived with the head.
+pub const MAX_REQUEST_BODY: u64 = 4 * 1024;
+
+/// At most this many refused connections (over `--web.max-connections`) are answered 503 at
+/// once; further ones are closed without an answer, so a flood cannot grow the refusals' tasks.
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// A refused connection gets this long to take its 503 and close.
+const REFUSAL_TIME: Duration = Duration::from_secs(1);
+
+/// What the server takes on at once, and how long it waits for a client. The defaults are the
+/// constants above; only the connection cap is a flag (`--web.max-connections`).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// See [`HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// See [`STALL_TIMEOUT`].
+    pub stall_timeout: Duration,
+    /// See [`IDLE_TIMEOUT`].
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            stall_timeout: STALL_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// Why a limit closed or refused a connection: the `reason` label of the counter.
+#[derive(Clone, Copy, Debug)]
+enum Limit {
+    MaxConnections,
+    HeaderTimeout,
+    StallTimeout,
+    IdleTimeout,
+    TooLarge,
+}
+
+impl Limit {
+    const ALL: [Limit; 5] = [
+        Limit::MaxConnections,
+        Limit::HeaderTimeout,
+        Limit::StallTimeout,
+        Limit::IdleTimeout,
+        Limit::TooLarge,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::HeaderTimeout => "header_timeout",
+            Limit::StallTimeout => "stall_timeout",
+            Limit::IdleTimeout => "idle_timeout",
+            Limit::TooLarge => "too_large",
+        }
+    }
+}
+
+/// `office365_activations_exporter_http_connections_closed_total`, process-wide like
+/// `process_*` (one server per process), and each reason's counter resolved once.
+struct LimitCounters {
+    family: prometheus::IntCounterVec,
+    each: Vec<prometheus::IntCounter>,
+}
+
+static LIMIT_COUNTERS: LazyLock<LimitCounters> = LazyLock::new(|| {
+    let help = format!(
+        "Connections the HTTP server refused or closed because of its limits, by reason: \
+         max_connections (answered 503: --web.max-connections were open), header_timeout (no \
+         whole request head within {}s), stall_timeout (the client read nothing of its answer \
+         for {}s), idle_timeout (kept alive without a request for {}s), too_large (a request \
+         head over {} KiB or a body over {} KiB).",
+        HEADER_READ_TIMEOUT.as_secs(),
+        STALL_TIMEOUT.as_secs(),
+        IDLE_TIMEOUT.as_secs(),
+        MAX_REQUEST_HEAD / 1024,
+        MAX_REQUEST_BODY / 1024,
+    );
+    let family = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "office365_activations_exporter_http_connections_closed_total",
+            help,
+        ),
+        &["reason"],
+    )
+    .expect("a valid metric");
+    // Every reason from the start at 0, so increase() sees the first one.
+    let each = Limit::ALL
+        .iter()
+        .map(|limit| family.with_label_values(&[limit.label()]))
+        .collect();
+    LimitCounters { family, each }
+});
+
+/// The limits' counter, for the registry of the live self-metrics.
+pub fn limit_counters() -> Box<dyn prometheus::core::Collector> {
+    Box::new(LIMIT_COUNTERS.family.clone())
+}
+
+fn count(limit: Limit) {
+    LIMIT_COUNTERS.each[limit as usize].inc();
+}
+
 /// Serves until `shutdown` completes, then lets open connections finish (up to
-/// [`SHUTDOWN_GRACE`]).
+/// [`SHUTDOWN_GRACE`]), with the default [`Limits`].
 pub async fn run(
     listener: TcpListener,
     exporter: Arc<Exporter>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) {
+    run_with(listener, exporter, options, Limits::default(), shutdown).await;
+}
+
+/// [`run`] with these limits.
+pub async fn run_with(
+    listener: TcpListener,
+    exporter: Arc<Exporter>,
+    options: ServerOptions,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     // One Arc per request to clone, not two: at tens of thousands of scrapes a second, each
     // shared counter touched costs.
     let context = Arc::new((exporter, options));
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -82,15 +255,30 @@ pub async fn run(
                         continue;
                     }
                 };
+                // Full: accept and refuse rather than stop accepting. Left in the kernel's
+                // backlog, a flood's connections would be served first, in arrival order, once
+                // slots free; refused, the next scrape finds the slot that a timed-out slow
+                // client freed. Kept-alive connections, Prometheus's included, keep theirs.
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    count(Limit::MaxConnections);
+                    let plain = context.1.web.tls.is_none();
+                    refuse(stream, plain, &refusals, limits.max_connections);
+                    continue;
+                };
                 let context = Arc::clone(&context);
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _slot = slot;
+                    let activity = Arc::new(Activity::default());
+                    let stream = Guarded::new(stream, limits, Arc::clone(&activity));
                     match context.1.web.tls.clone() {
-                        None => serve_connection(stream, context, watcher).await,
+                        None => serve_connection(stream, context, watcher, activity).await,
                         Some(tls) => {
                             let handshake = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
                             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                                Ok(Ok(stream)) => serve_connection(stream, context, watcher).await,
+                                Ok(Ok(stream)) => {
+                                    serve_connection(stream, context, watcher, activity).await
+                                }
                                 Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
                                 Err(_) => tracing::debug!("TLS handshake timed out"),
                             }
@@ -111,31 +299,337 @@ pub async fn run(
     }
 }
 
-/// Serves HTTP/1.1 on one connection, plain or TLS.
-async fn serve_connection<I>(io: I, context: Arc<(Arc<Exporter>, ServerOptions)>, watcher: Watcher)
-where
+/// A connection over `--web.max-connections`: a 503 that says why (plain HTTP only, and only
+/// [`REFUSALS_AT_ONCE`] at a time), then closed; over TLS, or with too many refusals under way,
+/// closed at once.
+fn refuse(stream: TcpStream, plain: bool, refusals: &Arc<Semaphore>, max_connections: usize) {
+    let Some(permit) = plain
+        .then(|| Arc::clone(refusals).try_acquire_owned().ok())
+        .flatten()
+    else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let mut stream = stream;
+        let body = format!(
+            "Too many connections: this exporter serves at most {max_connections} at once \
+             (--web.max-connections)\n"
+        );
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = tokio::time::timeout(REFUSAL_TIME, async {
+            stream.write_all(answer.as_bytes()).await?;
+            stream.shutdown().await?;
+            // Until the client closes: closing with its request unread would reset the
+            // connection, and the client might lose the 503.
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<_, io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS; `activity` is shared with the connection's
+/// [`Guarded`] socket.
+async fn serve_connection<I>(
+    io: I,
+    context: Arc<(Arc<Exporter>, ServerOptions)>,
+    watcher: Watcher,
+    activity: Arc<Activity>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |request: Request<Incoming>| {
+        activity.started.fetch_add(1, Relaxed);
+        let activity = Arc::clone(&activity);
+        if request.body().size_hint().lower() > MAX_REQUEST_BODY {
+            count(Limit::TooLarge);
+            let answer = Tracked::new(too_large(&context.1), activity);
+            return Either::Left(std::future::ready(Ok::<_, Infallible>(answer)));
+        }
         // Most requests are scrapes that the cache answers as it is: answer those right here,
         // without the state machine of the general path (a measurable share of a scrape's cost
         // at tens of thousands of scrapes a second).
         if let Some(answer) = cached_scrape(&context.0, &context.1, &request) {
+            let answer = Tracked::new(answer, activity);
             return Either::Left(std::future::ready(Ok::<_, Infallible>(answer)));
         }
         let context = Arc::clone(&context);
         Either::Right(Box::pin(async move {
             let (exporter, options) = &*context;
             let answer = guarded(exporter, options, request).await;
-            Ok::<_, Infallible>(with_extra_headers(answer, options))
+            let answer = Tracked::new(with_extra_headers(answer, options), activity);
+            Ok::<_, Infallible>(answer)
         }))
     });
-    // No header read timeout: hyper's also closes idle keep-alive connections, which Prometheus
-    // reuses across scrape intervals longer than that timeout.
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
-    if let Err(error) = watcher.watch(connection).await {
-        tracing::debug!(%error, "Connection ended with an error");
+    // hyper's header read timeout is off (see HEADER_READ_TIMEOUT): Guarded keeps the time.
+    let connection = hyper::server::conn::http1::Builder::new()
+        .header_read_timeout(None)
+        .max_header_size(MAX_REQUEST_HEAD)
+        .serve_connection(TokioIo::new(io), service);
+    match watcher.watch(connection).await {
+        Ok(()) => {}
+        Err(error) if error.is_parse_too_large() => {
+            count(Limit::TooLarge);
+            tracing::debug!(%error, "Request head too large; answered 431");
+        }
+        Err(error) => tracing::debug!(%error, "Connection ended with an error"),
+    }
+}
+
+/// The 413 for a request that announces a body over [`MAX_REQUEST_BODY`]; the connection closes
+/// after it, so the body is never read.
+fn too_large(options: &ServerOptions) -> Response<Payload> {
+    let mut answer = with_extra_headers(
+        response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text/plain; charset=utf-8",
+            format!(
+                "Request body too large: at most {MAX_REQUEST_BODY} bytes (no endpoint reads one)\n"
+            ),
+        ),
+        options,
+    );
+    answer
+        .headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    answer
+}
+
+/// The requests of one connection: whose head was read whole (the service was called) and whose
+/// answer's body hyper is done with. A request is under way while they differ.
+#[derive(Debug, Default)]
+struct Activity {
+    started: AtomicU64,
+    finished: AtomicU64,
+}
+
+/// An answer's body that tells the connection's [`Activity`] when hyper is done with it (sent
+/// whole, or dropped: HEAD, an error, a closed connection).
+struct Tracked {
+    body: Payload,
+    activity: Arc<Activity>,
+}
+
+impl Tracked {
+    fn new(answer: Response<Payload>, activity: Arc<Activity>) -> Response<Tracked> {
+        answer.map(|body| Tracked { body, activity })
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.activity.finished.fetch_add(1, Relaxed);
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection's socket (under TLS, if any) that keeps the limits' time: the header read
+/// timeout while no request is under way and a head has begun (or since the accept, for the
+/// first), the idle timeout while none has begun, and the stall timeout while a write finds the
+/// socket full. One timer serves them all; it is moved only when a deadline comes earlier than
+/// the one it is set for, or when it fired early, so a kept-alive scrape costs no timer reset.
+///
+/// A request's head that arrived with the previous request (pipelining) is not noticed as
+/// begun; a connection that then never completes it is closed by the idle timeout instead.
+struct Guarded<I> {
+    io: I,
+    limits: Limits,
+    activity: Arc<Activity>,
+    timer: Pin<Box<Sleep>>,
+    /// When the head being read must be whole; `None` when no head has begun.
+    head_deadline: Option<Instant>,
+    /// Since when no request is under way and no byte has arrived (set at the first read that
+    /// found nothing to read).
+    idle_since: Option<Instant>,
+    /// `activity.started` when last looked at: a change means a head was read whole.
+    seen_started: u64,
+    /// Since when writes have found the socket full, with no byte written since.
+    stalled_since: Option<Instant>,
+}
+
+impl<I> Guarded<I> {
+    fn new(io: I, limits: Limits, activity: Arc<Activity>) -> Self {
+        let deadline = Instant::now() + limits.header_read_timeout;
+        Guarded {
+            io,
+            limits,
+            activity,
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            head_deadline: Some(deadline),
+            idle_since: None,
+            seen_started: 0,
+            stalled_since: None,
+        }
+    }
+
+    /// Takes note of a head read whole since the last look; whether a request is under way.
+    fn busy(&mut self) -> bool {
+        let started = self.activity.started.load(Relaxed);
+        if started != self.seen_started {
+            // A head was read whole: its deadline is met.
+            self.seen_started = started;
+            self.head_deadline = None;
+            self.idle_since = None;
+        }
+        started != self.activity.finished.load(Relaxed)
+    }
+
+    /// Whether `deadline` has passed; if not, the timer wakes the task by then.
+    fn expired(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            let armed = self.timer.deadline();
+            if armed > deadline || armed <= now {
+                self.timer.as_mut().reset(deadline);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+        }
+    }
+
+    fn timed_out(limit: Limit) -> io::Error {
+        count(limit);
+        tracing::debug!(reason = limit.label(), "Closing a connection");
+        io::Error::new(io::ErrorKind::TimedOut, limit.label())
+    }
+
+    /// The stall timeout around a write (or flush) that `progressed` tells apart.
+    fn on_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+        progressed: impl Fn(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Ready(Ok(value)) => {
+                if progressed(&value) {
+                    self.stalled_since = None;
+                }
+                // The end of an answer is written after hyper is done with its body, and hyper
+                // reads again only once woken: the idle timeout starts here, not at that read.
+                if !self.busy() && self.idle_since.is_none() && self.head_deadline.is_none() {
+                    let now = Instant::now();
+                    self.idle_since = Some(now);
+                    self.expired(cx, now + self.limits.idle_timeout);
+                }
+                Poll::Ready(Ok(value))
+            }
+            Poll::Pending => {
+                let since = *self.stalled_since.get_or_insert_with(Instant::now);
+                if self.expired(cx, since + self.limits.stall_timeout) {
+                    Poll::Ready(Err(Self::timed_out(Limit::StallTimeout)))
+                } else {
+                    Poll::Pending
+                }
+            }
+            error => error,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Guarded<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        // While a request is under way, reads are hyper's watch for a closed connection.
+        let busy = this.busy();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if !busy && buf.filled().len() > before {
+                    this.idle_since = None;
+                    this.head_deadline
+                        .get_or_insert_with(|| Instant::now() + this.limits.header_read_timeout);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if !busy => {
+                let (deadline, limit) = match this.head_deadline {
+                    Some(deadline) => (deadline, Limit::HeaderTimeout),
+                    None => (
+                        *this.idle_since.get_or_insert_with(Instant::now)
+                            + this.limits.idle_timeout,
+                        Limit::IdleTimeout,
+                    ),
+                };
+                if this.expired(cx, deadline) {
+                    Poll::Ready(Err(Self::timed_out(limit)))
+                } else {
+                    Poll::Pending
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Guarded<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.on_write(cx, result, |written| *written > 0)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.on_write(cx, result, |written| *written > 0)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_flush(cx);
+        this.on_write(cx, result, |_| true)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let result = Pin::new(&mut this.io).poll_shutdown(cx);
+        this.on_write(cx, result, |_| true)
     }
 }
 

@@ -270,6 +270,13 @@ pub struct Flags {
     #[arg(long = "web.enable-lifecycle", global = true)]
     pub enable_lifecycle: bool,
 
+    /// Most connections served at once; more are answered 503 and closed. Fixed limits besides
+    /// (README: Limits): a request head must arrive whole within 10s, a client that reads
+    /// nothing of its answer for 30s or sends no request for 5m is disconnected, and request
+    /// heads over 32KiB or bodies over 4KiB are refused.
+    #[arg(long = "web.max-connections", default_value_t = crate::server::DEFAULT_MAX_CONNECTIONS as u32, value_parser = clap::value_parser!(u32).range(1..), global = true)]
+    pub max_connections: u32,
+
     /// Serve two demo tenants from an embedded fake Microsoft Graph: no credentials needed.
     #[arg(long = "demo", global = true)]
     pub demo: bool,

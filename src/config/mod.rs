@@ -86,6 +86,8 @@ pub struct Config {
     pub refresh_concurrency: usize,
     /// POST /-/reload is enabled.
     pub enable_lifecycle: bool,
+    /// Connections served at once.
+    pub max_connections: usize,
     /// TLS, basic auth and headers of the exporter's own server.
     pub web: std::sync::Arc<WebConfig>,
     /// /-/healthy answers without basic auth.
@@ -205,6 +207,7 @@ impl Config {
             max_report_size: flags.max_report_size,
             refresh_concurrency: flags.refresh_concurrency.into(),
             enable_lifecycle: flags.enable_lifecycle,
+            max_connections: flags.max_connections as usize,
             web: std::sync::Arc::new(match &flags.web_config_file {
                 Some(path) => WebConfig::load(path).map_err(ConfigError)?,
                 None => WebConfig::default(),
