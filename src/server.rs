@@ -452,7 +452,7 @@ impl Body for Tracked {
 /// timeout while no request is under way and a head has begun (or since the accept, for the
 /// first), the idle timeout while none has begun, and the stall timeout while a write finds the
 /// socket full. One timer serves them all; it is moved only when a deadline comes earlier than
-/// the one it is set for, or when it fired early, so a kept-alive scrape costs no timer reset.
+/// the one it is set for, or when it fired early, so a kept-alive scrape seldom resets it.
 ///
 /// A request's head that arrived with the previous request (pipelining) is not noticed as
 /// begun; a connection that then never completes it is closed by the idle timeout instead.
@@ -463,8 +463,8 @@ struct Guarded<I> {
     timer: Pin<Box<Sleep>>,
     /// When the head being read must be whole; `None` when no head has begun.
     head_deadline: Option<Instant>,
-    /// Since when no request is under way and no byte has arrived (set at the first read that
-    /// found nothing to read).
+    /// Since when no request is under way and no byte has arrived (set when an answer's end is
+    /// written, or at the first read that found nothing to read).
     idle_since: Option<Instant>,
     /// `activity.started` when last looked at: a change means a head was read whole.
     seen_started: u64,
