@@ -668,3 +668,101 @@ async fn report_requests_stay_within_the_budget_of_graphs_window() {
     );
     h.stop().await;
 }
+
+/// A download body that ends before its Content-Length: on HTTP/2 the client resets the stream
+/// for a protocol error.
+fn cut_short() -> Canned {
+    let mut c = Canned::body(
+        200,
+        "application/octet-stream",
+        "\u{feff}Report Refresh Date,Product Type,Assig",
+    );
+    c.headers.push(("Content-Length".into(), "100000".into()));
+    c
+}
+
+/// Spawns `future` and yields until it ends, so the paused clock cannot move under it.
+async fn drive<T: Send + 'static>(
+    future: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let handle = tokio::spawn(future);
+    until("the task ends", || handle.is_finished()).await;
+    handle.await.unwrap()
+}
+
+/// Every tenant's downloads share one HTTP/2 connection to the download host, and h2 closes a
+/// connection once it has reset 1,024 of its streams for protocol errors (over the connection's
+/// whole life: the count never decays), failing every request on it. One tenant's broken
+/// downloads must not fail another tenant's download in flight then: a download cut off by its
+/// connection closing is fetched again, from the same link (no report request, no budget).
+#[tokio::test(start_paused = true)]
+async fn a_download_cut_off_by_its_shared_connection_closing_is_fetched_again() {
+    let h = Harness::with(Options {
+        tenants: 2,
+        ttl: TTL_1M,
+        ..Options::default()
+    })
+    .await;
+    let tenants = h.exporter.tenants();
+    let contoso = tenants
+        .iter()
+        .find(|t| t.name() == "contoso")
+        .unwrap()
+        .clone();
+    let fabrikam = tenants
+        .iter()
+        .find(|t| t.name() == "fabrikam")
+        .unwrap()
+        .clone();
+    for i in 0..1024 {
+        h.fake.push_download_response(&tenant_id(0), cut_short());
+        let tenant = contoso.clone();
+        let outcome = drive(async move { tenant.refresh().await }).await;
+        assert!(
+            outcome[0].1.is_err(),
+            "refresh {i} of contoso: a body cut short"
+        );
+        // Within the budget: 10 report requests per 10 minutes.
+        advance(Duration::from_secs(60)).await;
+    }
+    assert_eq!(
+        h.fake.connections().download,
+        1,
+        "one shared connection so far"
+    );
+    // fabrikam's download is under way: headers in, body held back.
+    let delay = Duration::from_secs(30);
+    h.fake.set_download_delay(&tenant_id(1), delay);
+    let victim = tokio::spawn(async move { fabrikam.refresh().await });
+    until("fabrikam's download is sent", || {
+        h.stats(1).download_requests == 1
+    })
+    .await;
+    settle().await;
+    // contoso's 1,025th body cut short: h2 closes the connection.
+    h.fake.push_download_response(&tenant_id(0), cut_short());
+    drive(async move { contoso.refresh().await }).await;
+    until(
+        "fabrikam's download is sent again, or its refresh ends",
+        || h.stats(1).download_requests == 2 || victim.is_finished(),
+    )
+    .await;
+    if !victim.is_finished() {
+        advance(delay).await;
+        until("fabrikam's refresh ends", || victim.is_finished()).await;
+    }
+    let outcome = victim.await.unwrap();
+    assert!(
+        outcome[0].1.is_ok(),
+        "fabrikam's refresh: {:?}",
+        outcome[0].1
+    );
+    assert_eq!(
+        h.stats(1).report_requests,
+        1,
+        "the same link, no further report request"
+    );
+    // contoso's last download was cut off with the same connection error, and fetched again too.
+    assert!(h.fake.connections().download > 1, "on a new connection");
+    h.stop().await;
+}
