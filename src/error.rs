@@ -61,7 +61,7 @@ impl fmt::Display for RequestIds {
 }
 
 /// Entra ID's refusal of a token request, with what an operator needs to act on it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error(
     "Entra ID refused the token request (HTTP {status}, {error}{}): {hint}. correlation_id={} trace_id={}: {description}",
     aadsts.as_deref().map(|c| format!(", {c}")).unwrap_or_default(),

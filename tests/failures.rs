@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use office365_activations_exporter::fake_graph::Canned;
+use office365_activations_exporter::reports::{activation_counts, user_counts};
 use tokio::time::advance;
 
 const TTL_1M: Duration = Duration::from_secs(60);
@@ -764,5 +765,42 @@ async fn a_download_cut_off_by_its_shared_connection_closing_is_fetched_again() 
     );
     // contoso's last download was cut off with the same connection error, and fetched again too.
     assert!(h.fake.connections().download > 1, "on a new connection");
+    h.stop().await;
+}
+
+/// The reports of a tenant share its token: a Retry-After of the token endpoint holds every one
+/// of them, not only the one whose refresh was refused.
+#[tokio::test(start_paused = true)]
+async fn token_endpoint_retry_after_holds_every_report_of_the_tenant() {
+    let h = Harness::with(Options {
+        reports: vec![&user_counts::KIND, &activation_counts::KIND],
+        ..Options::default()
+    })
+    .await;
+    h.fake.push_token_response(
+        &tenant_id(0),
+        Canned::aadsts_error(429, "temporarily_unavailable", 50196, "Too many requests.")
+            .retry_after("300"),
+    );
+    let m = h.scrape().await;
+    assert_eq!(h.stats(0).token_requests, 1, "one refusal for both reports");
+    for report in ["user_counts", "activation_counts"] {
+        assert_eq!(m.report_up("contoso", report), Some(0.0), "{report}");
+    }
+    for _ in 0..4 {
+        advance(Duration::from_secs(60)).await; // past any backoff (at most 36 s)
+        h.scrape().await;
+        assert_eq!(
+            h.stats(0).token_requests,
+            1,
+            "no token request before Retry-After"
+        );
+    }
+    advance(Duration::from_secs(61)).await;
+    let m = h.scrape().await;
+    assert_eq!(h.stats(0).token_requests, 2, "one token for both reports");
+    for report in ["user_counts", "activation_counts"] {
+        assert_eq!(m.report_up("contoso", report), Some(1.0), "{report}");
+    }
     h.stop().await;
 }
