@@ -425,6 +425,53 @@ impl std::io::Write for LogWriter {
     }
 }
 
+/// Counts the bytes allocated and not yet freed, so that what the exporter keeps can be told
+/// from what the allocator keeps (RSS does not go back down) and from the fake's history.
+struct CountingAllocator;
+
+static LIVE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+// SAFETY: every call is passed on to the system allocator unchanged; only a counter is added.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(p, layout) };
+        LIVE_BYTES.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let q = unsafe { std::alloc::System.realloc(p, layout, new_size) };
+        if !q.is_null() {
+            LIVE_BYTES.fetch_add(new_size, std::sync::atomic::Ordering::Relaxed);
+            LIVE_BYTES.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        q
+    }
+}
+
+/// Bytes allocated and not freed, by every thread of this process.
+fn live_heap() -> usize {
+    LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Resident set size of this process, in bytes.
 fn rss() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
@@ -1445,12 +1492,16 @@ async fn soak(plan: Plan) {
         .await
         .expect("fake Graph starts");
     let secrets = models.iter().map(|t| t.secret.clone()).collect();
+    let heap_before_exporter = live_heap();
+    let h = Harness::serve(fake, &[], plan.concurrency, SCRAPE_TIMEOUT).await;
+    // The exporter with no tenant, its client and its server, at birth.
+    let exporter_heap_at_start = live_heap().saturating_sub(heap_before_exporter);
     let start = Instant::now();
     // The configurations need the fake's addresses: built through the model.
     let mut soak = Soak {
         seed,
         rng: fastrand::Rng::with_seed(seed),
-        h: Harness::serve(fake, &[], plan.concurrency, SCRAPE_TIMEOUT).await,
+        h,
         scraper: reqwest::Client::builder().no_gzip().build().unwrap(),
         start,
         tenants: models,
@@ -1561,6 +1612,9 @@ async fn soak(plan: Plan) {
     } = soak;
     let connections = h.fake.connections();
     drop(scraper);
+    let heap_idle = live_heap();
+    // Stops the server and drops the fake; the exporter, with no tenant, is kept a moment.
+    let exporter = Arc::clone(&h.exporter);
     h.stop().await;
     let alive = || {
         tokio::runtime::Handle::current()
@@ -1575,6 +1629,24 @@ async fn soak(plan: Plan) {
         alive() <= baseline_tasks,
         "[soak seed={seed}] {} tasks alive after the run, {baseline_tasks} before",
         alive()
+    );
+    let heap_exporter_only = live_heap();
+    drop(exporter);
+    let heap_after = live_heap();
+    let exporter_heap_at_end = heap_exporter_only.saturating_sub(heap_after);
+    let fake_heap = heap_idle.saturating_sub(heap_exporter_only);
+    eprintln!(
+        "[soak seed={seed}] live heap: the exporter with no tenant {} KiB at start, {} KiB at the end (after every tenant was removed); the fake's state and history {} MiB; left after both are dropped {} MiB over before (the test's own model)",
+        exporter_heap_at_start >> 10,
+        exporter_heap_at_end >> 10,
+        fake_heap >> 20,
+        heap_after.saturating_sub(heap_before_exporter) >> 20
+    );
+    assert!(
+        exporter_heap_at_end <= exporter_heap_at_start + (4 << 20),
+        "[soak seed={seed}] the exporter keeps {} KiB with no tenant after the run, {} KiB at start",
+        exporter_heap_at_end >> 10,
+        exporter_heap_at_start >> 10
     );
 
     let total_faults: u64 = faults.values().sum();
