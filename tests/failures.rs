@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use office365_activations_exporter::config::ReportConfig;
 use office365_activations_exporter::fake_graph::Canned;
 use office365_activations_exporter::reports::{activation_counts, user_counts};
 use tokio::time::advance;
@@ -799,6 +800,45 @@ async fn token_endpoint_retry_after_holds_every_report_of_the_tenant() {
     advance(Duration::from_secs(61)).await;
     let m = h.scrape().await;
     assert_eq!(h.stats(0).token_requests, 2, "one token for both reports");
+    for report in ["user_counts", "activation_counts"] {
+        assert_eq!(m.report_up("contoso", report), Some(1.0), "{report}");
+    }
+    h.stop().await;
+}
+
+/// A reload that changes a tenant's reports (or TTL) rebuilds it, taking over its reports' state
+/// and its token: the token endpoint's Retry-After still holds, for the new report too.
+#[tokio::test(start_paused = true)]
+async fn token_endpoint_retry_after_holds_across_a_reload_that_changes_the_reports() {
+    let h = Harness::start().await;
+    h.fake.push_token_response(
+        &tenant_id(0),
+        Canned::aadsts_error(429, "temporarily_unavailable", 50196, "Too many requests.")
+            .retry_after("300"),
+    );
+    let m = h.scrape().await;
+    assert_eq!(m.report_up("contoso", "user_counts"), Some(0.0));
+    let mut config = h.exporter.tenants()[0].config().clone();
+    config.reports.push(ReportConfig {
+        kind: &activation_counts::KIND,
+        cache_ttl: config.cache_ttl,
+        max_size: config.reports[0].max_size,
+    });
+    let summary = h.exporter.reload(&[config]).unwrap();
+    assert_eq!(summary.changed, ["contoso"]);
+    for _ in 0..4 {
+        advance(Duration::from_secs(60)).await;
+        let m = h.scrape().await;
+        assert_eq!(
+            h.stats(0).token_requests,
+            1,
+            "no token request before Retry-After"
+        );
+        assert_eq!(m.report_up("contoso", "activation_counts"), Some(0.0));
+    }
+    advance(Duration::from_secs(61)).await;
+    let m = h.scrape().await;
+    assert_eq!(h.stats(0).token_requests, 2);
     for report in ["user_counts", "activation_counts"] {
         assert_eq!(m.report_up("contoso", report), Some(1.0), "{report}");
     }

@@ -195,6 +195,20 @@ impl TokenCache {
         Ok(value)
     }
 
+    /// Takes over `old`'s token and its held-off refusal, when a reload rebuilds the tenant
+    /// with the same credential (another TTL or report list): no new token is asked for, and
+    /// the token endpoint's Retry-After still holds.
+    pub fn take_over(&self, old: &TokenCache) {
+        let cached = old.cached.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = cached;
+        let held_off = old
+            .held_off
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        *self.held_off.lock().unwrap_or_else(|e| e.into_inner()) = held_off;
+    }
+
     /// Forgets the cached token, after Graph refused it.
     pub fn invalidate(&self) {
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
