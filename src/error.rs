@@ -61,7 +61,7 @@ impl fmt::Display for RequestIds {
 }
 
 /// Entra ID's refusal of a token request, with what an operator needs to act on it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error(
     "Entra ID refused the token request (HTTP {status}, {error}{}): {hint}. correlation_id={} trace_id={}: {description}",
     aadsts.as_deref().map(|c| format!(", {c}")).unwrap_or_default(),
@@ -118,6 +118,10 @@ pub enum Error {
         stage: Stage,
         /// A timeout is reported apart from other network failures: it suggests a slow proxy.
         timeout: bool,
+        /// The HTTP/2 connection the request shared with others failed as a whole (a GOAWAY,
+        /// sent or received, or its I/O), not the request's own stream: every request on it
+        /// failed alike, and the same request on a new connection may well succeed.
+        connection_lost: bool,
         /// Where the request went, as `scheme://host:port` (e.g.
         /// `https://login.microsoftonline.com:443`): the first thing an operator needs to fix
         /// DNS, a firewall or a proxy rule. Never a path or query: a download URL's query is a
@@ -221,6 +225,18 @@ impl Error {
         }
     }
 
+    /// The request failed because the HTTP/2 connection it shared with others failed as a
+    /// whole, not because of anything in its own answer.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            Error::Transport {
+                connection_lost: true,
+                ..
+            }
+        )
+    }
+
     /// Graph refused the access token (401): drop it; a new one may carry newly granted roles.
     pub fn is_unauthorized_token(&self) -> bool {
         matches!(self, Error::Http(failure) if failure.stage == Stage::Report && failure.status == 401)
@@ -281,6 +297,7 @@ mod tests {
         let transport = |proxy: Option<&str>| Error::Transport {
             stage: Stage::Token,
             timeout: false,
+            connection_lost: false,
             origin: "https://login.microsoftonline.com:443".into(),
             proxy: proxy.map(str::to_owned),
             message: "error sending request".into(),

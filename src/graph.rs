@@ -228,14 +228,46 @@ impl GraphClient {
 
     /// Follows the redirect chain from the pre-authenticated URL and streams the body into
     /// `parser`.
+    ///
+    /// Every tenant's downloads share one HTTP/2 connection to the download host, so one
+    /// tenant's broken answers can close it under another's download (h2 closes a connection
+    /// after 1,024 streams reset for protocol errors over its life: see
+    /// [`Error::is_connection_lost`]). A download cut off that way is fetched once more, from
+    /// the start, on a new connection, from the same link (valid for minutes): no report
+    /// request, so no budget spent.
     async fn download(
         &self,
-        mut url: Url,
+        url: Url,
         token: &Secret,
         parser: &mut dyn Parser,
         mut fetched: Fetched,
     ) -> Result<Fetched, Error> {
         let started = Instant::now();
+        let mut result = self.download_once(url.clone(), token, parser).await;
+        if let Err(error) = &result {
+            if error.is_connection_lost() {
+                tracing::info!(
+                    host = url.host_str().unwrap_or("-"),
+                    error = %error,
+                    "The connection to the download host closed under the download; fetching it again from the same link"
+                );
+                parser.restart();
+                result = self.download_once(url, token, parser).await;
+            }
+        }
+        fetched.bytes += result?;
+        fetched.redirect_latency = Some(started.elapsed());
+        Ok(fetched)
+    }
+
+    /// One download: the redirect chain from `url`, the body streamed into `parser`; returns
+    /// the body's size.
+    async fn download_once(
+        &self,
+        mut url: Url,
+        token: &Secret,
+        parser: &mut dyn Parser,
+    ) -> Result<u64, Error> {
         for _ in 0..MAX_REDIRECTS {
             let mut request = self.http.get(url.clone());
             // Only the Graph endpoint's origin ever sees the token.
@@ -258,15 +290,13 @@ impl GraphClient {
             if status != StatusCode::OK {
                 return Err(http_error(Stage::Download, response, None).await);
             }
-            fetched.bytes += self
+            return self
                 .http
                 .stream_capped(response, Stage::Download, self.max_body, |chunk| {
                     parser.csv(chunk).map_err(Error::Parse)
                 })
                 .await
-                .map_err(|e| self.whole_cap(e))?;
-            fetched.redirect_latency = Some(started.elapsed());
-            return Ok(fetched);
+                .map_err(|e| self.whole_cap(e));
         }
         Err(Error::InvalidResponse {
             stage: Stage::Download,

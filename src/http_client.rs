@@ -299,6 +299,7 @@ fn transport_error_via(
     proxies: &ProxyRoutes,
 ) -> Error {
     let timeout = err.is_timeout();
+    let connection_lost = connection_lost(&err);
     let url = url.or(err.url());
     let origin = url.map_or_else(|| "(unknown host)".to_owned(), origin);
     let proxy = url.and_then(|url| proxies.proxy_for(url));
@@ -316,10 +317,27 @@ fn transport_error_via(
     Error::Transport {
         stage,
         timeout,
+        connection_lost,
         origin,
         proxy,
         message,
     }
+}
+
+/// Whether `err` is the failure of a whole HTTP/2 connection rather than of the request's own
+/// stream: a GOAWAY (sent by the server, or by h2 itself, which closes a connection once it has
+/// reset 1,024 of its streams for the server's protocol errors over the connection's whole life)
+/// or the connection's I/O failing. Every request multiplexed on the connection fails with it,
+/// whichever of them caused it.
+fn connection_lost(err: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(h2) = cause.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() || h2.is_io();
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// Reads a whole body, failing with [`Error::TooLarge`] as soon as it passes `limit` bytes

@@ -288,10 +288,12 @@ impl Tenant {
     }
 
     /// Takes over, from the tenant this one replaces in a reload, the state of every report
-    /// both fetch from the same place: cache, budget, Retry-After, backoff and status series. A
-    /// reload that changes one report's settings then refetches nothing else. The caller checks
-    /// that both are the same tenant with the same credentials.
+    /// both fetch from the same place: cache, budget, Retry-After, backoff and status series;
+    /// and the token, with the token endpoint's Retry-After. A reload that changes one report's
+    /// settings then refetches nothing else. The caller checks that both are the same tenant
+    /// with the same credentials.
     pub fn take_over(&self, old: &Tenant) {
+        self.token.take_over(&old.token);
         for report in &self.reports {
             let Some(previous) = old
                 .reports

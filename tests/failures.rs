@@ -6,7 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use office365_activations_exporter::config::ReportConfig;
 use office365_activations_exporter::fake_graph::Canned;
+use office365_activations_exporter::reports::{activation_counts, user_counts};
 use tokio::time::advance;
 
 const TTL_1M: Duration = Duration::from_secs(60);
@@ -666,5 +668,179 @@ async fn report_requests_stay_within_the_budget_of_graphs_window() {
         sent_at.len() >= 20,
         "refreshes go on at the budget's pace over 20 minutes: {sent_at:?}"
     );
+    h.stop().await;
+}
+
+/// A download body that ends before its Content-Length: on HTTP/2 the client resets the stream
+/// for a protocol error.
+fn cut_short() -> Canned {
+    let mut c = Canned::body(
+        200,
+        "application/octet-stream",
+        "\u{feff}Report Refresh Date,Product Type,Assig",
+    );
+    c.headers.push(("Content-Length".into(), "100000".into()));
+    c
+}
+
+/// Spawns `future` and yields until it ends, so the paused clock cannot move under it.
+async fn drive<T: Send + 'static>(
+    future: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    let handle = tokio::spawn(future);
+    until("the task ends", || handle.is_finished()).await;
+    handle.await.unwrap()
+}
+
+/// Every tenant's downloads share one HTTP/2 connection to the download host, and h2 closes a
+/// connection once it has reset 1,024 of its streams for protocol errors (over the connection's
+/// whole life: the count never decays), failing every request on it. One tenant's broken
+/// downloads must not fail another tenant's download in flight then: a download cut off by its
+/// connection closing is fetched again, from the same link (no report request, no budget).
+#[tokio::test(start_paused = true)]
+async fn a_download_cut_off_by_its_shared_connection_closing_is_fetched_again() {
+    let h = Harness::with(Options {
+        tenants: 2,
+        ttl: TTL_1M,
+        ..Options::default()
+    })
+    .await;
+    let tenants = h.exporter.tenants();
+    let contoso = tenants
+        .iter()
+        .find(|t| t.name() == "contoso")
+        .unwrap()
+        .clone();
+    let fabrikam = tenants
+        .iter()
+        .find(|t| t.name() == "fabrikam")
+        .unwrap()
+        .clone();
+    for i in 0..1024 {
+        h.fake.push_download_response(&tenant_id(0), cut_short());
+        let tenant = contoso.clone();
+        let outcome = drive(async move { tenant.refresh().await }).await;
+        assert!(
+            outcome[0].1.is_err(),
+            "refresh {i} of contoso: a body cut short"
+        );
+        // Within the budget: 10 report requests per 10 minutes.
+        advance(Duration::from_secs(60)).await;
+    }
+    assert_eq!(
+        h.fake.connections().download,
+        1,
+        "one shared connection so far"
+    );
+    // fabrikam's download is under way: headers in, body held back.
+    let delay = Duration::from_secs(30);
+    h.fake.set_download_delay(&tenant_id(1), delay);
+    let victim = tokio::spawn(async move { fabrikam.refresh().await });
+    until("fabrikam's download is sent", || {
+        h.stats(1).download_requests == 1
+    })
+    .await;
+    settle().await;
+    // contoso's 1,025th body cut short: h2 closes the connection.
+    h.fake.push_download_response(&tenant_id(0), cut_short());
+    drive(async move { contoso.refresh().await }).await;
+    until(
+        "fabrikam's download is sent again, or its refresh ends",
+        || h.stats(1).download_requests == 2 || victim.is_finished(),
+    )
+    .await;
+    if !victim.is_finished() {
+        advance(delay).await;
+        until("fabrikam's refresh ends", || victim.is_finished()).await;
+    }
+    let outcome = victim.await.unwrap();
+    assert!(
+        outcome[0].1.is_ok(),
+        "fabrikam's refresh: {:?}",
+        outcome[0].1
+    );
+    assert_eq!(
+        h.stats(1).report_requests,
+        1,
+        "the same link, no further report request"
+    );
+    // contoso's last download was cut off with the same connection error, and fetched again too.
+    assert!(h.fake.connections().download > 1, "on a new connection");
+    h.stop().await;
+}
+
+/// The reports of a tenant share its token: a Retry-After of the token endpoint holds every one
+/// of them, not only the one whose refresh was refused.
+#[tokio::test(start_paused = true)]
+async fn token_endpoint_retry_after_holds_every_report_of_the_tenant() {
+    let h = Harness::with(Options {
+        reports: vec![&user_counts::KIND, &activation_counts::KIND],
+        ..Options::default()
+    })
+    .await;
+    h.fake.push_token_response(
+        &tenant_id(0),
+        Canned::aadsts_error(429, "temporarily_unavailable", 50196, "Too many requests.")
+            .retry_after("300"),
+    );
+    let m = h.scrape().await;
+    assert_eq!(h.stats(0).token_requests, 1, "one refusal for both reports");
+    for report in ["user_counts", "activation_counts"] {
+        assert_eq!(m.report_up("contoso", report), Some(0.0), "{report}");
+    }
+    for _ in 0..4 {
+        advance(Duration::from_secs(60)).await; // past any backoff (at most 36 s)
+        h.scrape().await;
+        assert_eq!(
+            h.stats(0).token_requests,
+            1,
+            "no token request before Retry-After"
+        );
+    }
+    advance(Duration::from_secs(61)).await;
+    let m = h.scrape().await;
+    assert_eq!(h.stats(0).token_requests, 2, "one token for both reports");
+    for report in ["user_counts", "activation_counts"] {
+        assert_eq!(m.report_up("contoso", report), Some(1.0), "{report}");
+    }
+    h.stop().await;
+}
+
+/// A reload that changes a tenant's reports (or TTL) rebuilds it, taking over its reports' state
+/// and its token: the token endpoint's Retry-After still holds, for the new report too.
+#[tokio::test(start_paused = true)]
+async fn token_endpoint_retry_after_holds_across_a_reload_that_changes_the_reports() {
+    let h = Harness::start().await;
+    h.fake.push_token_response(
+        &tenant_id(0),
+        Canned::aadsts_error(429, "temporarily_unavailable", 50196, "Too many requests.")
+            .retry_after("300"),
+    );
+    let m = h.scrape().await;
+    assert_eq!(m.report_up("contoso", "user_counts"), Some(0.0));
+    let mut config = h.exporter.tenants()[0].config().clone();
+    config.reports.push(ReportConfig {
+        kind: &activation_counts::KIND,
+        cache_ttl: config.cache_ttl,
+        max_size: config.reports[0].max_size,
+    });
+    let summary = h.exporter.reload(&[config]).unwrap();
+    assert_eq!(summary.changed, ["contoso"]);
+    for _ in 0..4 {
+        advance(Duration::from_secs(60)).await;
+        let m = h.scrape().await;
+        assert_eq!(
+            h.stats(0).token_requests,
+            1,
+            "no token request before Retry-After"
+        );
+        assert_eq!(m.report_up("contoso", "activation_counts"), Some(0.0));
+    }
+    advance(Duration::from_secs(61)).await;
+    let m = h.scrape().await;
+    assert_eq!(h.stats(0).token_requests, 2);
+    for report in ["user_counts", "activation_counts"] {
+        assert_eq!(m.report_up("contoso", report), Some(1.0), "{report}");
+    }
     h.stop().await;
 }

@@ -6,13 +6,17 @@
 //! - per tenant and report API, never more than [`REPORT_BUDGET`] report requests in any
 //!   10-minute window (from the fake's `request_times`), Graph's own throttle never trips, and
 //!   no report request before a Retry-After (seconds, fractional seconds, HTTP date) has passed;
+//!   per tenant, no token request before the token endpoint's Retry-After has passed (whichever
+//!   report asks);
 //! - the last good values are served whenever a good report was ever fetched, and equal what the
 //!   fake served at its latest successful download (the data carry a version the test changes);
 //! - `up` and the last-success timestamp agree with what the fake actually served;
 //! - no `Authorization` header reaches the download host; no secret, token or link in the logs;
 //! - every scrape answers within its deadline (paused time);
-//! - removed tenants leave no series and no state; after the run the tenant state is freed and
-//!   the task count is back to its baseline.
+//! - removed tenants leave no series and no state; once every tenant is removed and the
+//!   connections have been idle past the pool's timeout, the task count is back to what it was
+//!   before the first tenant (no refresh, connection or timer task left); after the run the
+//!   tenant state is freed and the task count is back to its baseline.
 //!
 //! Deterministic: one seed (`SOAK_SEED`, else fixed) drives the fault plan and the exporter's own
 //! jitter (`fastrand::seed` on the test's thread); it is printed at the start and in every
@@ -221,7 +225,8 @@ struct Seen {
 /// and override everything, so the next requests take them).
 #[derive(Default)]
 struct Pending {
-    token: u64,
+    /// Per canned token answer, the wait its Retry-After imposes on the token endpoint.
+    token: VecDeque<Option<Duration>>,
     /// Per report: each canned report answer with the wait its Retry-After imposes.
     report: [VecDeque<Queued>; 3],
     download: [u64; 3],
@@ -277,6 +282,8 @@ struct TenantModel {
     seen: Seen,
     pending: Pending,
     rotations: u32,
+    /// Retry-Afters of the token endpoint to honour: no token request before they pass.
+    token_retry_after: Vec<RetryAfterCheck>,
 }
 
 /// The stall in progress (at most one at a time).
@@ -416,6 +423,53 @@ impl std::io::Write for LogWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// Counts the bytes allocated and not yet freed, so that what the exporter keeps can be told
+/// from what the allocator keeps (RSS does not go back down) and from the fake's history.
+struct CountingAllocator;
+
+static LIVE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+// SAFETY: every call is passed on to the system allocator unchanged; only a counter is added.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(p, layout) };
+        LIVE_BYTES.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            LIVE_BYTES.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let q = unsafe { std::alloc::System.realloc(p, layout, new_size) };
+        if !q.is_null() {
+            LIVE_BYTES.fetch_add(new_size, std::sync::atomic::Ordering::Relaxed);
+            LIVE_BYTES.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        }
+        q
+    }
+}
+
+/// Bytes allocated and not freed, by every thread of this process.
+fn live_heap() -> usize {
+    LIVE_BYTES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Resident set size of this process, in bytes.
@@ -804,9 +858,35 @@ impl Soak {
                 stats.download_authorization_headers.len()
             ));
         }
-        let new_tokens = stats.token_requests - t.seen.token;
-        t.pending.token -= new_tokens.min(t.pending.token);
+        let seen_tokens = t.seen.token as usize;
+        let new_tokens = stats.token_requests as usize - seen_tokens;
+        for k in 0..new_tokens.min(t.pending.token.len()) {
+            if let Some(wait) = t.pending.token.pop_front().unwrap() {
+                t.token_retry_after.push(RetryAfterCheck {
+                    index: seen_tokens + k,
+                    at: stats.token_request_times[seen_tokens + k],
+                    wait,
+                    kind: FaultKind::Token429,
+                });
+            }
+        }
         t.seen.token = stats.token_requests;
+        let token_times = &stats.token_request_times;
+        t.token_retry_after
+            .retain(|c| match token_times.get(c.index + 1) {
+                None => true,
+                Some(next) => {
+                    if *next < c.at + c.wait {
+                        fail(format!(
+                            "{name}: token request {:?} after a {:?} with a Retry-After of {:?}",
+                            next.duration_since(c.at),
+                            c.kind,
+                            c.wait
+                        ));
+                    }
+                    false
+                }
+            });
         for r in 0..3 {
             let rs = stats.report(REPORTS[r]);
             if rs.throttled_requests > 0 {
@@ -1022,7 +1102,7 @@ impl Soak {
                 }
                 self.fault(i, r);
             }
-            if chance(&mut self.rng, 0.06) && self.tenants[i].pending.token == 0 {
+            if chance(&mut self.rng, 0.06) && self.tenants[i].pending.token.is_empty() {
                 if self.rng.bool() {
                     for _ in 0..3 {
                         self.h.fake.push_token_response(
@@ -1035,7 +1115,7 @@ impl Soak {
                             ),
                         );
                     }
-                    self.tenants[i].pending.token += 3;
+                    self.tenants[i].pending.token.extend([None; 3]);
                     self.tally(FaultKind::TokenOutage);
                 } else {
                     let wait = self.rng.u64(30..=300);
@@ -1049,7 +1129,10 @@ impl Soak {
                         )
                         .retry_after(&wait.to_string()),
                     );
-                    self.tenants[i].pending.token += 1;
+                    self.tenants[i]
+                        .pending
+                        .token
+                        .push_back(Some(Duration::from_secs(wait)));
                     self.tally(FaultKind::Token429);
                 }
                 self.h.fake.revoke_tokens(&tid);
@@ -1197,14 +1280,14 @@ impl Soak {
         let tid = self.tenants[i].tenant_id.clone();
         let stats = self.h.fake.stats(&tid);
         let at = match self.rng.usize(0..3) {
-            0 if self.tenants[i].pending.token == 0 => {
+            0 if self.tenants[i].pending.token.is_empty() => {
                 self.h.fake.push_token_response(
                     &tid,
                     Canned::aadsts_error(503, "temporarily_unavailable", 50076, "Stalled.")
                         .delayed(STALL),
                 );
                 self.h.fake.revoke_tokens(&tid);
-                self.tenants[i].pending.token += 1;
+                self.tenants[i].pending.token.push_back(None);
                 self.tally(FaultKind::StallToken);
                 StallAt::Token
             }
@@ -1333,6 +1416,7 @@ impl Soak {
 
     /// A tenant the exporter builds afresh: no cache, no status, a new budget.
     fn forget(t: &mut TenantModel) {
+        t.token_retry_after.clear();
         for m in &mut t.reports {
             m.last_good = None;
             m.up = None;
@@ -1401,18 +1485,23 @@ async fn soak(plan: Plan) {
             seen: Seen::default(),
             pending: Pending::default(),
             rotations: 0,
+            token_retry_after: Vec::new(),
         });
     }
     let fake = FakeGraph::start(fake_options)
         .await
         .expect("fake Graph starts");
     let secrets = models.iter().map(|t| t.secret.clone()).collect();
+    let heap_before_exporter = live_heap();
+    let h = Harness::serve(fake, &[], plan.concurrency, SCRAPE_TIMEOUT).await;
+    // The exporter with no tenant, its client and its server, at birth.
+    let exporter_heap_at_start = live_heap().saturating_sub(heap_before_exporter);
     let start = Instant::now();
     // The configurations need the fake's addresses: built through the model.
     let mut soak = Soak {
         seed,
         rng: fastrand::Rng::with_seed(seed),
-        h: Harness::serve(fake, &[], plan.concurrency, SCRAPE_TIMEOUT).await,
+        h,
         scraper: reqwest::Client::builder().no_gzip().build().unwrap(),
         start,
         tenants: models,
@@ -1438,6 +1527,10 @@ async fn soak(plan: Plan) {
         prof: Default::default(),
         body_bytes: 0,
     };
+    // Tasks of the exporter, its server and the fake before the first tenant and connection.
+    let setup_tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     let configs = soak.configs();
     soak.h.exporter.reload(&configs).expect("the tenants load");
     soak.run().await;
@@ -1473,11 +1566,21 @@ async fn soak(plan: Plan) {
         .map(|t| (t.name().to_owned(), Arc::downgrade(t)))
         .collect();
     soak.h.exporter.reload(&[]).unwrap();
-    // A refresh still held by a stall ends at its timeout.
+    // A refresh still held by a stall ends at its timeout; then every pooled connection has
+    // been idle past the clients' 90 s and is closed.
     for _ in 0..STALL_SPAN.as_secs() / 10 {
         advance(Duration::from_secs(10)).await;
         settle().await;
     }
+    let idle_tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    eprintln!("[soak seed={seed}] tasks: {setup_tasks} before the first tenant, {idle_tasks} with none left and the connections idle");
+    check!(
+        soak,
+        idle_tasks <= setup_tasks,
+        "{idle_tasks} tasks alive with no tenant left and every connection idle past 90 s, {setup_tasks} before the first tenant: a refresh, connection or timer leaked"
+    );
     let body = soak.h.scrape().await;
     check!(
         soak,
@@ -1509,6 +1612,9 @@ async fn soak(plan: Plan) {
     } = soak;
     let connections = h.fake.connections();
     drop(scraper);
+    let heap_idle = live_heap();
+    // Stops the server and drops the fake; the exporter, with no tenant, is kept a moment.
+    let exporter = Arc::clone(&h.exporter);
     h.stop().await;
     let alive = || {
         tokio::runtime::Handle::current()
@@ -1523,6 +1629,24 @@ async fn soak(plan: Plan) {
         alive() <= baseline_tasks,
         "[soak seed={seed}] {} tasks alive after the run, {baseline_tasks} before",
         alive()
+    );
+    let heap_exporter_only = live_heap();
+    drop(exporter);
+    let heap_after = live_heap();
+    let exporter_heap_at_end = heap_exporter_only.saturating_sub(heap_after);
+    let fake_heap = heap_idle.saturating_sub(heap_exporter_only);
+    eprintln!(
+        "[soak seed={seed}] live heap: the exporter with no tenant {} KiB at start, {} KiB at the end (after every tenant was removed); the fake's state and history {} MiB; left after both are dropped {} MiB over before (the test's own model)",
+        exporter_heap_at_start >> 10,
+        exporter_heap_at_end >> 10,
+        fake_heap >> 20,
+        heap_after.saturating_sub(heap_before_exporter) >> 20
+    );
+    assert!(
+        exporter_heap_at_end <= exporter_heap_at_start + (4 << 20),
+        "[soak seed={seed}] the exporter keeps {} KiB with no tenant after the run, {} KiB at start",
+        exporter_heap_at_end >> 10,
+        exporter_heap_at_start >> 10
     );
 
     let total_faults: u64 = faults.values().sum();

@@ -13,8 +13,9 @@
 //! [`CredentialConfig`] is the validated choice (see `Config::resolve` in config/mod.rs for the order in which a method is
 //! picked when `--auth.method` does not force one) and [`build`] turns it into a credential. A
 //! [`TokenCache`] wraps one and reuses its token until shortly before it expires, so a tenant costs
-//! one token request per token lifetime, not one per refresh. Token values live in [`Secret`],
-//! whose `Debug` never prints them.
+//! one token request per token lifetime, not one per refresh; after a refusal with a Retry-After
+//! it asks for no token, for any report of the tenant, until that has passed. Token values live
+//! in [`Secret`], whose `Debug` never prints them.
 //!
 //! # Why not Microsoft's `azure_identity` crate
 //!
@@ -59,7 +60,7 @@ use client_secret::{ClientSecret, SecretSource};
 use managed_identity::{ManagedIdentity, ManagedIdentityConfig};
 use workload_identity::WorkloadIdentity;
 
-use crate::error::Error;
+use crate::error::{Error, TokenRejection};
 use crate::http_client::HttpClient;
 
 /// A boxed future, so that [`Credential`] can be used as a trait object.
@@ -116,9 +117,11 @@ pub const EXPIRY_MARGIN: Duration = Duration::from_secs(300);
 pub struct TokenCache {
     /// Where new tokens come from.
     credential: Box<dyn Credential>,
-    /// The current token, if any. Only the tenant's single refresh task uses it, so the lock is
-    /// never contended and never held across an `.await`.
+    /// The current token, if any. The lock is never held across an `.await`.
     cached: Mutex<Option<AccessToken>>,
+    /// The latest refusal that came with a Retry-After, and when that passes: until then no
+    /// token is requested, whichever report of the tenant needs one, and each gets the refusal.
+    held_off: Mutex<Option<(Instant, TokenRejection)>>,
 }
 
 impl TokenCache {
@@ -127,6 +130,7 @@ impl TokenCache {
         TokenCache {
             credential,
             cached: Mutex::new(None),
+            held_off: Mutex::new(None),
         }
     }
 
@@ -147,11 +151,38 @@ impl TokenCache {
                 return Ok(token.value.clone());
             }
         }
+        if let Some((until, rejection)) = self
+            .held_off
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let now = Instant::now();
+            if now < *until {
+                tracing::debug!(
+                    wait_seconds = (*until - now).as_secs_f64(),
+                    "The token endpoint's Retry-After has not passed; not requesting a token"
+                );
+                let mut rejection = rejection.clone();
+                rejection.retry_after = Some(*until - now);
+                return Err(Error::TokenRejected(Box::new(rejection)));
+            }
+        }
         tracing::debug!(
             method = self.credential.method(),
             "Requesting an access token"
         );
-        let fresh = self.credential.request_token(http).await?;
+        let fresh = match self.credential.request_token(http).await {
+            Ok(fresh) => fresh,
+            Err(Error::TokenRejected(rejection)) => {
+                if let Some(wait) = rejection.retry_after.filter(|wait| !wait.is_zero()) {
+                    *self.held_off.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((Instant::now() + wait, (*rejection).clone()));
+                }
+                return Err(Error::TokenRejected(rejection));
+            }
+            Err(error) => return Err(error),
+        };
         tracing::debug!(
             expires_in_seconds = fresh
                 .expires_at
@@ -162,6 +193,20 @@ impl TokenCache {
         let value = fresh.value.clone();
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh);
         Ok(value)
+    }
+
+    /// Takes over `old`'s token and its held-off refusal, when a reload rebuilds the tenant
+    /// with the same credential (another TTL or report list): no new token is asked for, and
+    /// the token endpoint's Retry-After still holds.
+    pub fn take_over(&self, old: &TokenCache) {
+        let cached = old.cached.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = cached;
+        let held_off = old
+            .held_off
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        *self.held_off.lock().unwrap_or_else(|e| e.into_inner()) = held_off;
     }
 
     /// Forgets the cached token, after Graph refused it.
@@ -273,4 +318,59 @@ pub fn build(
             Box::new(ManagedIdentity::new(mi.clone(), params.scope)?)
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Refuses the first request with 429 and a Retry-After of 120 s, then issues tokens;
+    /// counts the requests.
+    struct ThrottledOnce(Arc<AtomicU32>);
+
+    impl Credential for ThrottledOnce {
+        fn request_token<'a>(
+            &'a self,
+            _http: &'a HttpClient,
+        ) -> BoxFuture<'a, Result<AccessToken, Error>> {
+            Box::pin(async move {
+                if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err(entra::rejection(
+                        429,
+                        br#"{"error":"temporarily_unavailable","error_description":"AADSTS50196: Too many requests."}"#,
+                        Some(Duration::from_secs(120)),
+                    ));
+                }
+                Ok(AccessToken {
+                    value: Secret::new("token"),
+                    expires_at: Instant::now() + Duration::from_secs(3599),
+                })
+            })
+        }
+
+        fn method(&self) -> &'static str {
+            "client_secret"
+        }
+    }
+
+    /// The reports of a tenant share its token cache: after a refusal with a Retry-After, none
+    /// of them may ask the token endpoint again before it has passed.
+    #[tokio::test(start_paused = true)]
+    async fn no_token_is_requested_before_a_retry_after_has_passed() {
+        let requests = Arc::new(AtomicU32::new(0));
+        let cache = TokenCache::new(Box::new(ThrottledOnce(Arc::clone(&requests))));
+        let http: HttpClient = reqwest::Client::new().into();
+        let first = cache.token(&http).await.unwrap_err();
+        assert_eq!(first.retry_after(), Some(Duration::from_secs(120)));
+        tokio::time::advance(Duration::from_secs(30)).await;
+        // Another report needs the token: refused at once, with the wait that is left.
+        let second = cache.token(&http).await.unwrap_err();
+        assert_eq!(second.retry_after(), Some(Duration::from_secs(90)));
+        assert_eq!(second.reason(), "throttled");
+        assert_eq!(requests.load(Ordering::SeqCst), 1, "no request");
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert_eq!(cache.token(&http).await.unwrap().expose(), "token");
+        assert_eq!(requests.load(Ordering::SeqCst), 2);
+    }
 }

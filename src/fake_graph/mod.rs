@@ -59,6 +59,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::NaiveDate;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 pub use clock::FrozenClock;
@@ -273,6 +274,9 @@ impl FakeProduct {
 pub struct FakeStats {
     /// Requests to the token endpoint of this tenant (answered in any way).
     pub token_requests: u64,
+    /// When each of them arrived (tokio time), in order: shows whether a client waits out a
+    /// Retry-After of the token endpoint.
+    pub token_request_times: Vec<Instant>,
     /// Requests to the report endpoint with a token of this tenant (answered in any way).
     pub report_requests: u64,
     /// Requests to the download host for a link of this tenant (answered in any way).

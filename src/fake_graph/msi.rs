@@ -204,6 +204,7 @@ fn handle(shared: &Shared, kind: MsiKind, req: Request<Incoming>) -> Response<Fa
         return refuse("invalid_request", "Identity not found");
     };
     tenant.stats.token_requests += 1;
+    tenant.stats.token_request_times.push(now);
     tenant.stats.token_methods.push("managed_identity".into());
     let lifetime = shared.config.token_lifetime;
     let token = state.issue_token(&identity.tenant_id, &identity.client_id, now, lifetime);

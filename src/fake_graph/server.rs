@@ -555,6 +555,7 @@ fn login_outcome(
         );
     };
     tenant.stats.token_requests += 1;
+    tenant.stats.token_request_times.push(now);
     if let Some(c) = tenant.pop_canned(Endpoint::Token) {
         return LoginOutcome::Canned(c);
     }

@@ -179,7 +179,10 @@ async fn token_success_has_the_entra_shape() {
     form[1] = ("scope", &own_scope);
     let (status, _, json) = token_request(&fake, &client, &TENANT.to_uppercase(), &form).await;
     assert_eq!(status, 200, "{json}");
-    assert_eq!(fake.stats(TENANT).token_requests, 2);
+    let stats = fake.stats(TENANT);
+    assert_eq!(stats.token_requests, 2);
+    assert_eq!(stats.token_request_times.len(), 2, "one time per request");
+    assert!(stats.token_request_times[0] <= stats.token_request_times[1]);
 }
 
 #[tokio::test]

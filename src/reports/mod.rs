@@ -110,6 +110,9 @@ pub trait Parser: Send {
     fn json_page(&mut self, page: &[u8]) -> Result<Option<String>, ParseError>;
     /// Everything was fed: the report, encoded with the `tenant` label.
     fn finish(self: Box<Self>, tenant: &str) -> Result<Encoded, ParseError>;
+    /// Forgets everything fed so far: the body is read again from its start (a download cut off
+    /// by its connection, fetched again).
+    fn restart(&mut self);
 }
 
 /// What a kind computes from its rows, fed by [`Stream`]: the one thing each kind's file
@@ -211,6 +214,10 @@ impl<A: Aggregate> Parser for Stream<A> {
             rows: aggregate.rows(),
             families: aggregate.encode(&label),
         })
+    }
+
+    fn restart(&mut self) {
+        *self = Stream::default();
     }
 }
 
