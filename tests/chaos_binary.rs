@@ -734,7 +734,9 @@ async fn excess(address: String) -> Excess {
         .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: exporter\r\n\r\n")
         .await;
     let mut got = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got)).await;
+    // Half the header timeout: an answer that has not come by then did not come while every slot
+    // was held (the wave must fit in one header timeout), and counts as not served.
+    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT / 2, stream.read_to_end(&mut got)).await;
     if got.starts_with(b"HTTP/1.1 503") {
         Excess::Refused
     } else if got.starts_with(b"HTTP/1.1 200") {
