@@ -48,36 +48,12 @@ fn root() -> PathBuf {
 fn release_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
-        // Without what `cargo test` sets for this crate (as tests/ship.rs runs scripts/release):
-        // build scripts watch some of these and would rebuild what a plain release build built.
-        let strip = |command: &mut std::process::Command| {
-            for (name, _) in std::env::vars_os() {
-                let name = name.to_string_lossy();
-                if [
-                    "CARGO_PKG_",
-                    "CARGO_MANIFEST_",
-                    "CARGO_BIN_",
-                    "O365_EXPORTER_",
-                ]
-                .iter()
-                .any(|prefix| name.starts_with(prefix))
-                    || [
-                        "CARGO_CRATE_NAME",
-                        "CARGO_TARGET_TMPDIR",
-                        "CARGO_PRIMARY_PACKAGE",
-                        "OUT_DIR",
-                    ]
-                    .contains(&name.as_ref())
-                {
-                    command.env_remove(name.as_ref());
-                }
-            }
-        };
+        // Without what `cargo test` sets for this crate, as tests/ship.rs runs scripts/release.
         let mut build = std::process::Command::new(env!("CARGO"));
         build
             .args(["build", "--release", "--locked"])
             .current_dir(root());
-        strip(&mut build);
+        common::without_cargo_test_env(&mut build);
         let output = build.output().expect("cargo runs");
         assert!(
             output.status.success(),
@@ -88,7 +64,7 @@ fn release_binary() -> &'static Path {
         metadata
             .args(["metadata", "--format-version", "1", "--no-deps", "--locked"])
             .current_dir(root());
-        strip(&mut metadata);
+        common::without_cargo_test_env(&mut metadata);
         let output = metadata.output().expect("cargo runs");
         let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
         let binary = PathBuf::from(metadata["target_directory"].as_str().unwrap())

@@ -104,31 +104,9 @@ fn release() -> &'static Release {
             "cargo-deb",
             "cargo install --locked cargo-deb (scripts/test does it when it is missing)",
         );
-        // Without what `cargo test` sets for this crate, build.rs's O365_EXPORTER_* facts of
-        // the test build included: build scripts (ring's, ours) watch some of these variables,
-        // and would bake in the test build's facts or rebuild what a release build built.
+        // Without what `cargo test` sets for this crate (see the helper).
         let mut command = Command::new(root().join("scripts/release"));
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if [
-                "CARGO_PKG_",
-                "CARGO_MANIFEST_",
-                "CARGO_BIN_",
-                "O365_EXPORTER_",
-            ]
-            .iter()
-            .any(|prefix| name.starts_with(prefix))
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "OUT_DIR",
-                ]
-                .contains(&name.as_ref())
-            {
-                command.env_remove(name.as_ref());
-            }
-        }
+        common::without_cargo_test_env(&mut command);
         run_ok(command.current_dir(root()));
         let dist = root().join("dist");
         let release = Release {

@@ -770,3 +770,33 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .map(|listener| listener.local_addr().unwrap().port())
         .collect()
 }
+
+/// Removes from `command` what `cargo test` sets for this crate (build.rs's O365_EXPORTER_* facts
+/// of the test build included): build scripts (ring's, ours) watch some of these variables, and a
+/// release build run from a test would bake in the test build's facts or rebuild what a plain
+/// release build built.
+#[allow(dead_code)]
+pub fn without_cargo_test_env(command: &mut std::process::Command) -> &mut std::process::Command {
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "O365_EXPORTER_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            command.env_remove(name.as_ref());
+        }
+    }
+    command
+}
